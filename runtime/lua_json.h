@@ -1,0 +1,30 @@
+/* lua_json.h: converting between JSON (and kl_obj) and Lua values.
+ * Decoded JSON null is klua_core.null (a lightuserdata); decoded objects and
+ * arrays carry metatables (klua_core.object_mt / array_mt) so that an empty
+ * object and an empty array stay distinct and round-trip. kl_lua_push_obj
+ * converts each object version once per lua_State and reuses the table.
+ * Thread-safety: functions act on one lua_State from its owning thread. */
+#ifndef KL_LUA_JSON_H
+#define KL_LUA_JSON_H
+
+#include <lua.h>
+
+#include "json.h"
+#include "object.h"
+
+/* Pushes the Lua value for JSON text json (must be valid JSON). Returns 0,
+ * or KL_EJSON (pushes nothing) when it is not. */
+int kl_lua_push_json(lua_State *L, kl_span json);
+/* Pushes obj as a table, converted once per object version per state. */
+void kl_lua_push_obj(lua_State *L, const kl_obj *obj);
+/* Encodes the value at idx as compact JSON appended to out. Returns 0, or
+ * KL_EINVAL with *err a NEW message (cycles, functions, NaN, bad keys). */
+int kl_lua_to_json(lua_State *L, int idx, kl_buf *out, char **err);
+/* Builds a NEW kl_obj from the table at idx (encode + kl_obj_new with
+ * opts). Returns 0 or an error code with *err a NEW message. */
+int kl_lua_to_obj(lua_State *L, int idx, const kl_obj_opts *opts,
+                  kl_obj **out, char **err);
+/* Pushes the null sentinel. */
+void kl_lua_push_null(lua_State *L);
+
+#endif

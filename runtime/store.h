@@ -1,0 +1,108 @@
+/* store.h: the indexed, thread-safe object cache (client-go's
+ * ThreadSafeStore + Indexer + Store). Keys are MetaNamespaceKeyFunc keys
+ * ("ns/name" or "name"), values are kl_obj versions (immutable, refcounted).
+ *
+ * Users: the informer (the one writer), Lua workers and hooks (readers), the
+ * DeltaFIFO (known-objects lookups), the local API server.
+ * Thread-safety: every function may be called from any thread. Readers never
+ * block each other (rwlock); writes are serialised; replace is atomic:
+ * readers see the old set or the new one, never a mix. Every object handed
+ * out is a NEW reference that stays valid after the store drops the key. */
+#ifndef KL_STORE_H
+#define KL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "object.h"
+
+typedef struct kl_store kl_store;
+
+/* A vector of NEW strings (kl_strv_free frees them and the array). */
+typedef struct kl_strv {
+  char **v;
+  size_t n, cap;
+} kl_strv;
+void kl_strv_push(kl_strv *sv, const char *s);
+void kl_strv_pushn(kl_strv *sv, const char *s, size_t n);
+void kl_strv_free(kl_strv *sv);
+
+/* A vector of NEW object references (kl_objv_free unrefs them). */
+typedef struct kl_objv {
+  kl_obj **v;
+  size_t n, cap;
+} kl_objv;
+void kl_objv_push(kl_objv *ov, kl_obj *obj); /* takes over the reference */
+void kl_objv_free(kl_objv *ov);
+
+/* An index function appends zero or more index values for obj to out.
+ * It runs under the store's write lock: it must be fast, must not call back
+ * into the store, and must be safe to call from the writer's thread. A
+ * non-zero return is an error that rejects the write (the store is left as
+ * it was). */
+typedef int (*kl_index_fn)(const kl_obj *obj, kl_strv *out, void *ud);
+
+/* Built-in index kinds; arg is the label key or field path where needed. */
+typedef enum kl_index_kind {
+  KL_INDEX_NAMESPACE,      /* metadata.namespace (MetaNamespaceIndexFunc) */
+  KL_INDEX_LABEL,          /* value of label arg ("" values included) */
+  KL_INDEX_FIELD,          /* scalar at dotted path arg, e.g. spec.nodeName */
+  KL_INDEX_OWNER_UID,      /* metadata.ownerReferences[].uid */
+  KL_INDEX_OWNER_KINDNAME, /* "Kind/name" of each owner reference */
+} kl_index_kind;
+
+/* Creates an empty store with refcount 1. */
+kl_store *kl_store_new(void);
+kl_store *kl_store_ref(kl_store *s);
+void kl_store_unref(kl_store *s);
+
+/* Adds a named indexer: a built-in kind, or a custom fn (kind ignored when
+ * fn != NULL; ud_free, if set, is called on ud when the store is freed).
+ * Works on a filled store: existing objects are indexed at once. Returns 0,
+ * KL_EEXIST for a duplicate name, or the index function's error. */
+int kl_store_add_indexer(kl_store *s, const char *name, kl_index_kind kind,
+                         const char *arg);
+int kl_store_add_index_fn(kl_store *s, const char *name, kl_index_fn fn,
+                          void *ud, void (*ud_free)(void *));
+
+/* Writes. The store takes its own reference to obj; the caller keeps its.
+ * add and update are both upserts (as in client-go). delete of an unknown
+ * key is a no-op returning 0. */
+int kl_store_add(kl_store *s, kl_obj *obj);
+int kl_store_update(kl_store *s, kl_obj *obj);
+int kl_store_delete(kl_store *s, const kl_obj *obj);
+int kl_store_delete_key(kl_store *s, const char *key);
+/* Replaces the whole content atomically with objs[0..n) (indices rebuilt)
+ * and records resource_version (may be NULL). */
+int kl_store_replace(kl_store *s, kl_obj *const *objs, size_t n,
+                     const char *resource_version);
+/* A no-op for this store (client-go's ThreadSafeStore does nothing). */
+int kl_store_resync(kl_store *s);
+
+/* Reads. get/get_by_key return a NEW reference or NULL. */
+kl_obj *kl_store_get(kl_store *s, const kl_obj *obj);
+kl_obj *kl_store_get_by_key(kl_store *s, const char *key);
+void kl_store_list(kl_store *s, kl_objv *out);
+void kl_store_list_keys(kl_store *s, kl_strv *out);
+size_t kl_store_len(kl_store *s);
+/* The resourceVersion given to the last replace (NEW string, or NULL). */
+char *kl_store_last_replace_rv(kl_store *s);
+
+/* Index reads. Return 0, or KL_ENOENT when the index name is unknown. */
+int kl_store_index(kl_store *s, const char *index, const kl_obj *obj,
+                   kl_objv *out); /* objects sharing any of obj's values */
+int kl_store_index_keys(kl_store *s, const char *index, const char *value,
+                        kl_strv *out);
+int kl_store_by_index(kl_store *s, const char *index, const char *value,
+                      kl_objv *out);
+int kl_store_list_index_values(kl_store *s, const char *index, kl_strv *out);
+void kl_store_get_indexers(kl_store *s, kl_strv *names);
+
+/* Memory: heap bytes held by the store (objects, maps, index sets). */
+size_t kl_store_footprint(kl_store *s);
+
+/* Test support: recomputes every index from the items and compares; returns
+ * 0 when they agree exactly, else KL_EINVAL (and logs the first mismatch). */
+int kl_store_check_indices(kl_store *s);
+
+#endif
