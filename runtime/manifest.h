@@ -1,5 +1,5 @@
 /* manifest.h: loads Kubernetes manifests into cJSON objects: YAML streams
- * of several documents, JSON files, or a directory of *.yaml/*.yml/*.json
+ * of several documents, JSON files, or a directory of .yaml, .yml and .json
  * files (read in name order), and single YAML/JSON bodies
  * (application/apply-patch+yaml). YAML scalars are typed the way
  * Kubernetes' YAML decoder (sigs.k8s.io/yaml, YAML 1.1-ish) types them.
@@ -45,8 +45,8 @@ int kl_manifest_parse(const char *text, size_t n, const char *name,
 int kl_manifest_parse_one(const char *text, size_t n, cJSON **out,
                           char **err);
 
-/* Loads a file (any extension; YAML or JSON) or a directory (its *.yaml,
- * *.yml and *.json entries, not recursive, sorted by name with strcmp).
+/* Loads a file (any extension; YAML or JSON) or a directory (its .yaml,
+ * .yml and .json entries, not recursive, sorted by name with strcmp).
  * Returns 0 and a NEW cJSON array of all documents in order, or KL_EIO
  * (cannot read; message names the path and strerror) or KL_EINVAL (parse
  * error; message names the file, the document index (1-based) and the
