@@ -1,0 +1,479 @@
+/* delta_fifo.c: client-go's DeltaFIFO (see delta_fifo.h). One mutex guards
+ * a key -> item map and a ring of items in pop order; a key is queued at most
+ * once and has at least one delta while queued. */
+#include "delta_fifo.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hmap.h"
+#include "kl.h"
+
+/* ---- kl_delta / kl_deltas --------------------------------------------- */
+
+static const char *const type_names[] = {
+    NULL, "Added", "Updated", "Deleted", "Replaced", "Sync",
+};
+
+const char *kl_delta_type_name(kl_delta_type t) {
+  if (t < KL_DELTA_ADDED || t > KL_DELTA_SYNC) return "Unknown";
+  return type_names[t];
+}
+
+kl_delta_type kl_delta_type_parse(const char *name) {
+  for (int t = KL_DELTA_ADDED; t <= KL_DELTA_SYNC; t++) {
+    if (name && strcmp(name, type_names[t]) == 0) return (kl_delta_type)t;
+  }
+  return (kl_delta_type)0;
+}
+
+const char *kl_delta_key(const kl_delta *d) {
+  if (d->key) return d->key;
+  return d->obj ? kl_obj_key(d->obj) : "";
+}
+
+void kl_deltas_push(kl_deltas *d, kl_delta_type type, kl_obj *obj,
+                    bool tombstone, const char *key) {
+  if (d->n == d->cap) {
+    d->cap = d->cap ? d->cap * 2 : 2;
+    d->v = kl_realloc(d->v, d->cap * sizeof *d->v);
+  }
+  kl_delta *x = &d->v[d->n++];
+  x->type = type;
+  x->tombstone = tombstone;
+  x->obj = obj;
+  x->key = (tombstone || !obj) && key ? kl_strdup(key) : NULL;
+}
+
+kl_delta *kl_deltas_newest(const kl_deltas *d) {
+  return d->n ? &d->v[d->n - 1] : NULL;
+}
+
+void kl_deltas_copy(kl_deltas *dst, const kl_deltas *src) {
+  memset(dst, 0, sizeof *dst);
+  for (size_t i = 0; i < src->n; i++) {
+    const kl_delta *x = &src->v[i];
+    kl_deltas_push(dst, x->type, kl_obj_ref(x->obj), x->tombstone, x->key);
+  }
+  dst->replace_batch = src->replace_batch;
+  dst->resource_version =
+      src->resource_version ? kl_strdup(src->resource_version) : NULL;
+}
+
+static void delta_clear(kl_delta *x) {
+  kl_obj_unref(x->obj);
+  free(x->key);
+  x->obj = NULL;
+  x->key = NULL;
+}
+
+void kl_deltas_free(kl_deltas *d) {
+  for (size_t i = 0; i < d->n; i++) delta_clear(&d->v[i]);
+  free(d->v);
+  free(d->resource_version);
+  memset(d, 0, sizeof *d);
+}
+
+/* ---- the queue ---------------------------------------------------------- */
+
+typedef struct item {
+  char *key; /* owned; the map borrows it */
+  kl_deltas deltas;
+} item;
+
+struct kl_delta_fifo {
+  atomic_int refs;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  kl_hmap items; /* key -> item* */
+  item **ring;   /* pop order */
+  size_t head, len, cap;
+  bool populated;
+  size_t initial_count;
+  bool closed;
+  bool emit_replaced;
+  kl_store *known;
+};
+
+/* The queue whose process function runs on this thread (reentry guard). */
+static _Thread_local const kl_delta_fifo *tl_processing;
+
+kl_delta_fifo *kl_delta_fifo_new(const kl_delta_fifo_opts *opts) {
+  kl_delta_fifo *f = kl_calloc(1, sizeof *f);
+  atomic_init(&f->refs, 1);
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&f->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  kl_hmap_init(&f->items, KL_HMAP_BORROW_KEYS);
+  if (opts) {
+    f->emit_replaced = opts->emit_replaced;
+    f->known = opts->known ? kl_store_ref(opts->known) : NULL;
+  }
+  return f;
+}
+
+kl_delta_fifo *kl_delta_fifo_ref(kl_delta_fifo *f) {
+  if (f) atomic_fetch_add(&f->refs, 1);
+  return f;
+}
+
+static void item_free(item *it) {
+  kl_deltas_free(&it->deltas);
+  free(it->key);
+  free(it);
+}
+
+void kl_delta_fifo_unref(kl_delta_fifo *f) {
+  if (!f || atomic_fetch_sub(&f->refs, 1) != 1) return;
+  for (size_t i = 0; i < f->len; i++) {
+    item_free(f->ring[(f->head + i) % f->cap]);
+  }
+  free(f->ring);
+  kl_hmap_free(&f->items);
+  if (f->known) kl_store_unref(f->known);
+  pthread_cond_destroy(&f->cond);
+  pthread_mutex_destroy(&f->mu);
+  free(f);
+}
+
+static void ring_push(kl_delta_fifo *f, item *it) {
+  if (f->len == f->cap) {
+    size_t ncap = f->cap ? f->cap * 2 : 16;
+    item **nr = kl_malloc(ncap * sizeof *nr);
+    for (size_t i = 0; i < f->len; i++) nr[i] = f->ring[(f->head + i) % f->cap];
+    free(f->ring);
+    f->ring = nr;
+    f->cap = ncap;
+    f->head = 0;
+  }
+  f->ring[(f->head + f->len) % f->cap] = it;
+  f->len++;
+}
+
+static item *ring_pop(kl_delta_fifo *f) {
+  item *it = f->ring[f->head];
+  f->head = (f->head + 1) % f->cap;
+  f->len--;
+  return it;
+}
+
+/* client-go's queueActionLocked + dedupDeltas: appends a delta (taking over
+ * obj's reference) and queues the key if it was not queued. Two Deleted in a
+ * row collapse: the older is kept unless it is a tombstone (isDeletionDup). */
+static void queue_action(kl_delta_fifo *f, kl_delta_type type, kl_obj *obj,
+                         bool tombstone, const char *key) {
+  item *it = kl_hmap_get(&f->items, key);
+  if (!it) {
+    it = kl_calloc(1, sizeof *it);
+    it->key = kl_strdup(key);
+    kl_hmap_put(&f->items, it->key, it);
+    ring_push(f, it);
+  }
+  kl_delta *last = kl_deltas_newest(&it->deltas);
+  if (last && last->type == KL_DELTA_DELETED && type == KL_DELTA_DELETED) {
+    if (last->tombstone) {
+      delta_clear(&it->deltas.v[--it->deltas.n]);
+      kl_deltas_push(&it->deltas, type, obj, tombstone, key);
+    } else {
+      kl_obj_unref(obj);
+    }
+  } else {
+    kl_deltas_push(&it->deltas, type, obj, tombstone, key);
+  }
+  pthread_cond_broadcast(&f->cond);
+}
+
+/* Locks f unless the caller is f's own process function. */
+static int enter(kl_delta_fifo *f) {
+  if (tl_processing == f) {
+    kl_log(KL_LOG_ERROR, "delta_fifo",
+           "a queue method was called from inside that queue's pop process "
+           "function; refused (it would deadlock)");
+    return KL_EINVAL;
+  }
+  pthread_mutex_lock(&f->mu);
+  return 0;
+}
+
+static int add_delta(kl_delta_fifo *f, kl_delta_type type, kl_obj *obj) {
+  if (!obj) return KL_EINVAL;
+  int rc = enter(f);
+  if (rc) return rc;
+  f->populated = true;
+  queue_action(f, type, kl_obj_ref(obj), false, kl_obj_key(obj));
+  pthread_mutex_unlock(&f->mu);
+  return 0;
+}
+
+int kl_delta_fifo_add(kl_delta_fifo *f, kl_obj *obj) {
+  return add_delta(f, KL_DELTA_ADDED, obj);
+}
+
+int kl_delta_fifo_update(kl_delta_fifo *f, kl_obj *obj) {
+  return add_delta(f, KL_DELTA_UPDATED, obj);
+}
+
+int kl_delta_fifo_delete(kl_delta_fifo *f, kl_obj *obj) {
+  if (!obj) return KL_EINVAL;
+  int rc = enter(f);
+  if (rc) return rc;
+  const char *key = kl_obj_key(obj);
+  f->populated = true;
+  bool queued = kl_hmap_has(&f->items, key);
+  bool known = false;
+  if (f->known && !queued) {
+    kl_obj *k = kl_store_get_by_key(f->known, key);
+    known = k != NULL;
+    kl_obj_unref(k);
+  }
+  if (queued || known) {
+    queue_action(f, KL_DELTA_DELETED, kl_obj_ref(obj), false, key);
+  }
+  pthread_mutex_unlock(&f->mu);
+  return 0;
+}
+
+int kl_delta_fifo_replace(kl_delta_fifo *f, kl_obj *const *list, size_t n,
+                          const char *resource_version) {
+  (void)resource_version;
+  for (size_t i = 0; i < n; i++) {
+    if (!list[i]) return KL_EINVAL;
+  }
+  int rc = enter(f);
+  if (rc) return rc;
+  kl_delta_type action = f->emit_replaced ? KL_DELTA_REPLACED : KL_DELTA_SYNC;
+  kl_hmap keys;
+  kl_hmap_init(&keys, KL_HMAP_BORROW_KEYS); /* keys borrowed from list */
+  for (size_t i = 0; i < n; i++) {
+    const char *key = kl_obj_key(list[i]);
+    kl_hmap_put(&keys, key, list[i]);
+    queue_action(f, action, kl_obj_ref(list[i]), false, key);
+  }
+
+  /* Queued keys the list lacks: a tombstone holding the newest object. Go
+   * through the ring (pop order) so the result is deterministic; collect
+   * first since queue_action may grow the ring. */
+  size_t queued_deletions = 0;
+  kl_strv gone = {0};
+  for (size_t i = 0; i < f->len; i++) {
+    item *it = f->ring[(f->head + i) % f->cap];
+    if (!kl_hmap_has(&keys, it->key)) kl_strv_push(&gone, it->key);
+  }
+  for (size_t i = 0; i < gone.n; i++) {
+    item *it = kl_hmap_get(&f->items, gone.v[i]);
+    kl_delta *newest = kl_deltas_newest(&it->deltas);
+    kl_obj *last = newest ? kl_obj_ref(newest->obj) : NULL;
+    queued_deletions++;
+    queue_action(f, KL_DELTA_DELETED, last, true, gone.v[i]);
+  }
+  kl_strv_free(&gone);
+
+  /* Known keys the list lacks and nothing queued: tombstone with the known
+   * object (NULL if it vanished from the store meanwhile). */
+  if (f->known) {
+    kl_strv known = {0};
+    kl_store_list_keys(f->known, &known);
+    for (size_t i = 0; i < known.n; i++) {
+      const char *k = known.v[i];
+      if (kl_hmap_has(&keys, k) || kl_hmap_has(&f->items, k)) continue;
+      kl_obj *last = kl_store_get_by_key(f->known, k);
+      if (!last) {
+        kl_log(KL_LOG_INFO, "delta_fifo",
+               "key %s does not exist in known objects store, placing "
+               "DeletedFinalStateUnknown marker without object", k);
+      }
+      queued_deletions++;
+      queue_action(f, KL_DELTA_DELETED, last, true, k);
+    }
+    kl_strv_free(&known);
+  }
+  if (!f->populated) {
+    f->populated = true;
+    f->initial_count = kl_hmap_len(&keys) + queued_deletions;
+  }
+  kl_hmap_free(&keys);
+  pthread_mutex_unlock(&f->mu);
+  return 0;
+}
+
+int kl_delta_fifo_resync(kl_delta_fifo *f) {
+  int rc = enter(f);
+  if (rc) return rc;
+  if (f->known) {
+    kl_strv keys = {0};
+    kl_store_list_keys(f->known, &keys);
+    for (size_t i = 0; i < keys.n; i++) {
+      /* A key with deltas pending is skipped: its Sync would carry an older
+       * state than the one queued (and this bounds memory under resync). */
+      if (kl_hmap_has(&f->items, keys.v[i])) continue;
+      kl_obj *obj = kl_store_get_by_key(f->known, keys.v[i]);
+      if (!obj) continue; /* deleted since listed */
+      queue_action(f, KL_DELTA_SYNC, obj, false, kl_obj_key(obj));
+    }
+    kl_strv_free(&keys);
+  }
+  pthread_mutex_unlock(&f->mu);
+  return 0;
+}
+
+/* client-go's addIfNotPresent; takes over d. */
+static void add_if_not_present(kl_delta_fifo *f, const char *key,
+                               kl_deltas *d) {
+  f->populated = true;
+  if (kl_hmap_has(&f->items, key)) {
+    kl_deltas_free(d);
+    return;
+  }
+  item *it = kl_calloc(1, sizeof *it);
+  it->key = kl_strdup(key);
+  it->deltas = *d;
+  memset(d, 0, sizeof *d);
+  kl_hmap_put(&f->items, it->key, it);
+  ring_push(f, it);
+  pthread_cond_broadcast(&f->cond);
+}
+
+int kl_delta_fifo_add_if_not_present(kl_delta_fifo *f, kl_deltas *d) {
+  if (!d || d->n == 0) {
+    if (d) kl_deltas_free(d);
+    return KL_EINVAL;
+  }
+  int rc = enter(f);
+  if (rc) {
+    kl_deltas_free(d);
+    return rc;
+  }
+  char *key = kl_strdup(kl_delta_key(kl_deltas_newest(d)));
+  add_if_not_present(f, key, d);
+  free(key);
+  pthread_mutex_unlock(&f->mu);
+  return 0;
+}
+
+static void deadline_after(struct timespec *ts, double timeout) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  double whole = (double)(time_t)timeout;
+  ts->tv_sec += (time_t)timeout;
+  ts->tv_nsec += (long)((timeout - whole) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
+/* Waits (lock held) until an item is queued. Returns 0, KL_ECLOSED or
+ * KL_ETIMEDOUT. */
+static int wait_item(kl_delta_fifo *f, double timeout) {
+  struct timespec ts;
+  if (timeout >= 0) deadline_after(&ts, timeout);
+  while (f->len == 0) {
+    if (f->closed) return KL_ECLOSED;
+    if (timeout < 0) {
+      pthread_cond_wait(&f->cond, &f->mu);
+    } else if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT) {
+      if (f->len == 0) return f->closed ? KL_ECLOSED : KL_ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
+static item *take(kl_delta_fifo *f, bool *initial) {
+  *initial = !(f->populated && f->initial_count == 0);
+  item *it = ring_pop(f);
+  if (f->initial_count > 0) f->initial_count--;
+  kl_hmap_del(&f->items, it->key, NULL);
+  return it;
+}
+
+int kl_delta_fifo_pop(kl_delta_fifo *f, double timeout,
+                      kl_fifo_process_fn process, void *ud) {
+  int rc = enter(f);
+  if (rc) return rc;
+  rc = wait_item(f, timeout);
+  if (rc) {
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+  }
+  bool initial;
+  item *it = take(f, &initial);
+  const kl_delta_fifo *saved = tl_processing;
+  tl_processing = f;
+  rc = process ? process(&it->deltas, initial, ud) : 0;
+  tl_processing = saved;
+  if (rc == KL_EAGAIN) add_if_not_present(f, it->key, &it->deltas);
+  pthread_mutex_unlock(&f->mu);
+  item_free(it);
+  return rc;
+}
+
+int kl_delta_fifo_pop_deltas(kl_delta_fifo *f, double timeout, kl_deltas *out,
+                             bool *initial) {
+  int rc = enter(f);
+  if (rc) return rc;
+  rc = wait_item(f, timeout);
+  if (rc) {
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+  }
+  bool init;
+  item *it = take(f, &init);
+  pthread_mutex_unlock(&f->mu);
+  if (initial) *initial = init;
+  *out = it->deltas;
+  memset(&it->deltas, 0, sizeof it->deltas);
+  item_free(it);
+  return 0;
+}
+
+bool kl_delta_fifo_has_synced(kl_delta_fifo *f) {
+  if (enter(f)) return false;
+  bool r = f->populated && f->initial_count == 0;
+  pthread_mutex_unlock(&f->mu);
+  return r;
+}
+
+void kl_delta_fifo_close(kl_delta_fifo *f) {
+  if (enter(f)) return;
+  f->closed = true;
+  pthread_cond_broadcast(&f->cond);
+  pthread_mutex_unlock(&f->mu);
+}
+
+bool kl_delta_fifo_is_closed(kl_delta_fifo *f) {
+  if (enter(f)) return false;
+  bool r = f->closed;
+  pthread_mutex_unlock(&f->mu);
+  return r;
+}
+
+size_t kl_delta_fifo_len(kl_delta_fifo *f) {
+  if (enter(f)) return 0;
+  size_t n = f->len;
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+void kl_delta_fifo_list_keys(kl_delta_fifo *f, kl_strv *out) {
+  if (enter(f)) return;
+  for (size_t i = 0; i < f->len; i++) {
+    kl_strv_push(out, f->ring[(f->head + i) % f->cap]->key);
+  }
+  pthread_mutex_unlock(&f->mu);
+}
+
+bool kl_delta_fifo_get_by_key(kl_delta_fifo *f, const char *key,
+                              kl_deltas *out) {
+  memset(out, 0, sizeof *out);
+  if (enter(f)) return false;
+  item *it = kl_hmap_get(&f->items, key);
+  if (it) kl_deltas_copy(out, &it->deltas);
+  pthread_mutex_unlock(&f->mu);
+  return it != NULL;
+}
