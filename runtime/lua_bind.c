@@ -1,7 +1,9 @@
 /* lua_bind.c: the list of Lua bindings registered into klua_core. Add one
  * line per binding module. */
 #include "lua_bind.h"
+#include "lua_json.h"
 
 const kl_lua_binding kl_lua_bindings[] = {
+    {"json", kl_lua_open_json},
     {NULL, NULL},
 };

@@ -8,6 +8,8 @@
 #define KL_LUA_JSON_H
 
 #include <lua.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "json.h"
 #include "object.h"
@@ -26,5 +28,26 @@ int kl_lua_to_obj(lua_State *L, int idx, const kl_obj_opts *opts,
                   kl_obj **out, char **err);
 /* Pushes the null sentinel. */
 void kl_lua_push_null(lua_State *L);
+
+/* Like kl_lua_push_json; on KL_EJSON also writes "malformed JSON: <cause>
+ * at offset N ..." into errbuf (when errbuf is not NULL). */
+int kl_lua_push_json_err(lua_State *L, kl_span json, char *errbuf,
+                         size_t errlen);
+/* True when the value at idx is the null sentinel. */
+bool kl_lua_isnull(lua_State *L, int idx);
+/* Push this state's object / array metatable (klua_core.object_mt/array_mt). */
+void kl_lua_push_object_mt(lua_State *L);
+void kl_lua_push_array_mt(lua_State *L);
+/* Read-only debug mode for tables from kl_lua_push_obj (see docs/json.md):
+ * new keys raise at once; changed or removed keys are detected when the same
+ * version is pushed again. Switching drops the per-state object cache. */
+void kl_lua_json_set_readonly(lua_State *L, bool on);
+bool kl_lua_json_readonly(lua_State *L);
+/* Counts of kl_lua_push_obj cache hits and conversions in this state. */
+void kl_lua_json_cache_stats(lua_State *L, uint64_t *hits, uint64_t *misses);
+
+/* The binding (lua_jsonmod.c): adds json_encode, json_decode, null,
+ * object_mt, array_mt, set_readonly_debug to the klua_core table at core. */
+void kl_lua_open_json(lua_State *L, int core);
 
 #endif
