@@ -36,13 +36,18 @@ void kl_objv_push(kl_objv *ov, kl_obj *obj); /* takes over the reference */
 void kl_objv_free(kl_objv *ov);
 
 /* An index function appends zero or more index values for obj to out.
- * It runs under the store's write lock: it must be fast, must not call back
- * into the store, and must be safe to call from the writer's thread. A
- * non-zero return is an error that rejects the write (the store is left as
- * it was). */
+ * Writers call it with writes serialised (under the store's writer mutex,
+ * outside the readers' lock); kl_store_index also calls it, from the calling
+ * thread. So it must be fast, must not call back into the store, and must be
+ * safe on every thread that writes or calls kl_store_index. A non-zero
+ * return is an error that rejects the write (the store is left as it was).
+ * Values it returns more than once for one object count once. */
 typedef int (*kl_index_fn)(const kl_obj *obj, kl_strv *out, void *ud);
 
-/* Built-in index kinds; arg is the label key or field path where needed. */
+/* Built-in index kinds; arg is the label key or field path where needed.
+ * Cluster-scoped objects have namespace "". An absent label, or a field that
+ * is absent, null, an object or an array, gives no value; a string field
+ * gives its text, a number or boolean its JSON text (e.g. "3", "true"). */
 typedef enum kl_index_kind {
   KL_INDEX_NAMESPACE,      /* metadata.namespace (MetaNamespaceIndexFunc) */
   KL_INDEX_LABEL,          /* value of label arg ("" values included) */
@@ -56,10 +61,12 @@ kl_store *kl_store_new(void);
 kl_store *kl_store_ref(kl_store *s);
 void kl_store_unref(kl_store *s);
 
-/* Adds a named indexer: a built-in kind, or a custom fn (kind ignored when
- * fn != NULL; ud_free, if set, is called on ud when the store is freed).
+/* Adds a named indexer: a built-in kind, or a custom fn (ud_free, if set,
+ * is called on ud when the store is freed, from the thread that drops the
+ * last reference; on failure ud stays the caller's).
  * Works on a filled store: existing objects are indexed at once. Returns 0,
- * KL_EEXIST for a duplicate name, or the index function's error. */
+ * KL_EEXIST for a duplicate name, KL_EINVAL for a bad name/kind/arg, or the
+ * index function's error (the indexer is then not added). */
 int kl_store_add_indexer(kl_store *s, const char *name, kl_index_kind kind,
                          const char *arg);
 int kl_store_add_index_fn(kl_store *s, const char *name, kl_index_fn fn,
@@ -88,7 +95,10 @@ size_t kl_store_len(kl_store *s);
 /* The resourceVersion given to the last replace (NEW string, or NULL). */
 char *kl_store_last_replace_rv(kl_store *s);
 
-/* Index reads. Return 0, or KL_ENOENT when the index name is unknown. */
+/* Index reads. Return 0, or KL_ENOENT when the index name is unknown.
+ * Results are appended to out (NEW references / NEW strings), in no
+ * particular order. kl_store_index returns the objects that share any of
+ * obj's values (each once); obj need not be in the store. */
 int kl_store_index(kl_store *s, const char *index, const kl_obj *obj,
                    kl_objv *out); /* objects sharing any of obj's values */
 int kl_store_index_keys(kl_store *s, const char *index, const char *value,
@@ -98,7 +108,9 @@ int kl_store_by_index(kl_store *s, const char *index, const char *value,
 int kl_store_list_index_values(kl_store *s, const char *index, kl_strv *out);
 void kl_store_get_indexers(kl_store *s, kl_strv *names);
 
-/* Memory: heap bytes held by the store (objects, maps, index sets). */
+/* Memory: heap bytes held by the store (objects, maps, index sets, plus an
+ * estimated 16 bytes of allocator overhead per block). Objects are counted
+ * in full even when others also hold references to them. */
 size_t kl_store_footprint(kl_store *s);
 
 /* Test support: recomputes every index from the items and compares; returns
