@@ -95,7 +95,7 @@ typedef struct kl_fieldsel kl_fieldsel;
 /* Parses the fieldSelector query syntax: comma-separated terms
  * "path=value", "path==value" or "path!=value" (AND). Paths are dotted
  * member paths of the object ("metadata.name", "spec.nodeName",
- * "status.phase"); values may escape ',', '=', '!' and '\' with a
+ * "status.phase"); values may escape ',', '=' and '\' with a
  * backslash, as fields.ParseSelector does. Empty string: matches
  * everything. Which paths are allowed per resource is the caller's call
  * (the API server checks kl_fieldsel_field against its list and answers
