@@ -417,10 +417,10 @@ static int dec_value(dec *d, int depth) {
   if (d->p >= d->end) return dfail(d, d->p, "unexpected end of input");
   switch (*d->p) {
   case '{':
-    if (depth >= KL_JSON_MAX_DEPTH) return dfail(d, d->p, "nesting too deep");
+    if (depth > KL_JSON_MAX_DEPTH) return dfail(d, d->p, "nesting too deep");
     return dec_object(d, depth);
   case '[':
-    if (depth >= KL_JSON_MAX_DEPTH) return dfail(d, d->p, "nesting too deep");
+    if (depth > KL_JSON_MAX_DEPTH) return dfail(d, d->p, "nesting too deep");
     return dec_array(d, depth);
   case '"': return dec_string(d);
   case 't':
@@ -503,6 +503,7 @@ typedef struct enc {
   const void *path[KL_JSON_MAX_DEPTH + 1];
   char *err;   /* NEW message of the innermost failure */
   char *where; /* NEW path built while unwinding */
+  int cut;     /* where lacks its outer part */
 } enc;
 
 static int efail(enc *e, char *msg) {
@@ -514,6 +515,10 @@ static int efail(enc *e, char *msg) {
  * array index i. */
 static void prepend_path(enc *e, int kidx, long i) {
   char *seg;
+  if (e->where && strlen(e->where) > 200) { /* long enough */
+    e->cut = 1;
+    return;
+  }
   if (kidx) {
     size_t n;
     const char *k = lua_tolstring(e->L, kidx, &n);
@@ -582,7 +587,7 @@ static int enc_table(enc *e, int idx) {
   const void *self = lua_topointer(L, idx);
   for (int i = 0; i < e->depth; i++)
     if (e->path[i] == self) return efail(e, kl_strdup("cycle in table"));
-  if (e->depth >= KL_JSON_MAX_DEPTH)
+  if (e->depth > KL_JSON_MAX_DEPTH) /* the decoder's limit */
     return efail(e, kl_strdup("tables nested too deep"));
   if (!lua_checkstack(L, 6)) return efail(e, kl_strdup("Lua stack exhausted"));
   e->path[e->depth++] = self;
@@ -735,7 +740,7 @@ int kl_lua_to_json(lua_State *L, int idx, kl_buf *out, char **err) {
   if (out->data) out->data[len0] = '\0';
   if (err)
     *err = kl_sprintf("cannot encode as JSON: %s at %s%s", e->err,
-                      e->where ? "value" : "top level",
+                      e->cut ? "(...)" : e->where ? "value" : "top level",
                       e->where ? e->where : "");
   free(e->err);
   free(e->where);
@@ -831,6 +836,18 @@ static void ring_touch(lua_State *L, int ctx, ljstate *st, uint64_t serial,
   lua_pop(L, 1);
 }
 
+static void ring_forget(lua_State *L, int ctx, ljstate *st, uint64_t serial) {
+  for (int i = 0; i < RING_N; i++) {
+    if (st->serial[i] != serial) continue;
+    st->serial[i] = 0;
+    st->bit[i] = 0;
+    lua_rawgeti(L, ctx, CTX_RING);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i + 1);
+    lua_pop(L, 1);
+  }
+}
+
 void kl_lua_push_obj(lua_State *L, const kl_obj *obj) {
   lua_checkstack(L, 12);
   int ctx = push_ctx(L);
@@ -851,6 +868,11 @@ void kl_lua_push_obj(lua_State *L, const kl_obj *obj) {
                  sizeof msg) == 0) {
         int same = deep_equal(L, t, lua_gettop(L));
         if (!same) {
+          /* forget the damaged table so the next push converts afresh */
+          lua_pushnumber(L, (lua_Number)serial);
+          lua_pushnil(L);
+          lua_rawset(L, cache);
+          ring_forget(L, ctx, st, serial);
           push_obj_name(L, obj);
           luaL_error(L,
                      "object %s was modified in Lua (pushed objects are "
