@@ -91,6 +91,7 @@ static char *dir_of(const char *file) {
 static char *resolve_path(const char *dir, const char *p) {
   if (!p || !*p) return NULL;
   if (p[0] == '/') return kl_strdup(p);
+  while (p[0] == '.' && p[1] == '/') p += 2;
   if (p[0] == '~' && p[1] == '/' && getenv("HOME"))
     return kl_sprintf("%s/%s", getenv("HOME"), p + 2);
   return kl_sprintf("%s/%s", dir, p);
