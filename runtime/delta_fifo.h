@@ -136,4 +136,9 @@ void kl_delta_fifo_list_keys(kl_delta_fifo *f, kl_strv *out);
 bool kl_delta_fifo_get_by_key(kl_delta_fifo *f, const char *key,
                               kl_deltas *out);
 
+/* The Lua binding of the DeltaFIFO, RealFIFO and UndeltaStore
+ * (runtime/lua_fifo.c), listed in lua_bind.c. */
+struct lua_State;
+void kl_lua_open_fifo(struct lua_State *L, int core);
+
 #endif

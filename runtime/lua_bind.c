@@ -2,8 +2,10 @@
  * line per binding module. */
 #include "lua_bind.h"
 #include "lua_json.h"
+#include "delta_fifo.h"
 
 const kl_lua_binding kl_lua_bindings[] = {
     {"json", kl_lua_open_json},
+    {"fifo", kl_lua_open_fifo},
     {NULL, NULL},
 };
