@@ -540,11 +540,80 @@ static void prepend_path(enc *e, int kidx, long i) {
   e->where = w;
 }
 
+/* Output helpers: kl_buf without per-byte calls. The buffer is
+ * NUL-terminated once, at the end of kl_lua_to_json. */
+static inline char *ob_room(kl_buf *b, size_t n) {
+  if (b->len + n + 1 > b->cap) kl_buf_reserve(b, n);
+  return b->data + b->len;
+}
+
+static inline void ob_addc(kl_buf *b, char c) {
+  ob_room(b, 1);
+  b->data[b->len++] = c;
+}
+
+static inline void ob_add(kl_buf *b, const char *p, size_t n) {
+  memcpy(ob_room(b, n), p, n);
+  b->len += n;
+}
+
+/* escape[c]: 0 copy as is, 'u' as \u00XX, else the letter after '\'. */
+static const unsigned char escape[256] = {
+    ['\0'] = 'u', [1] = 'u', [2] = 'u', [3] = 'u', [4] = 'u', [5] = 'u',
+    [6] = 'u', [7] = 'u', ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n',
+    [11] = 'u', ['\f'] = 'f', ['\r'] = 'r', [14] = 'u', [15] = 'u',
+    [16] = 'u', [17] = 'u', [18] = 'u', [19] = 'u', [20] = 'u', [21] = 'u',
+    [22] = 'u', [23] = 'u', [24] = 'u', [25] = 'u', [26] = 'u', [27] = 'u',
+    [28] = 'u', [29] = 'u', [30] = 'u', [31] = 'u', ['"'] = '"',
+    ['\\'] = '\\',
+};
+
+static void enc_string(kl_buf *b, const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n && !escape[(unsigned char)s[i]]) i++;
+  if (i == n) { /* the usual case: nothing to escape */
+    char *o = ob_room(b, n + 2);
+    o[0] = '"';
+    memcpy(o + 1, s, n);
+    o[n + 1] = '"';
+    b->len += n + 2;
+    return;
+  }
+  static const char hex[] = "0123456789abcdef";
+  char *o = ob_room(b, 6 * n + 2); /* worst case: all \u00XX */
+  char *o0 = o;
+  *o++ = '"';
+  memcpy(o, s, i);
+  o += i;
+  for (; i < n; i++) {
+    unsigned char c = (unsigned char)s[i], x = escape[c];
+    if (!x) {
+      *o++ = (char)c;
+    } else if (x != 'u') {
+      *o++ = '\\';
+      *o++ = (char)x;
+    } else {
+      memcpy(o, "\\u00", 4);
+      o[4] = hex[c >> 4];
+      o[5] = hex[c & 15];
+      o += 6;
+    }
+  }
+  *o++ = '"';
+  b->len += (size_t)(o - o0);
+}
+
 static void enc_number(enc *e, double x) {
   char buf[40];
   if (x == floor(x) && fabs(x) < 9007199254740992.0) { /* 2^53 */
-    int n = snprintf(buf, sizeof buf, "%lld", (long long)x);
-    kl_buf_add(e->out, buf, (size_t)n);
+    char *p = buf + sizeof buf;
+    uint64_t v = (uint64_t)fabs(x);
+    do {
+      *--p = (char)('0' + v % 10);
+      v /= 10;
+    } while (v);
+    if (x < 0) *--p = '-';
+    ob_add(e->out, p, (size_t)(buf + sizeof buf - p));
     return;
   }
   int n = 0;
@@ -552,7 +621,7 @@ static void enc_number(enc *e, double x) {
     n = snprintf(buf, sizeof buf, "%.*g", prec, x);
     if (strtod(buf, NULL) == x) break;
   }
-  kl_buf_add(e->out, buf, (size_t)n);
+  ob_add(e->out, buf, (size_t)n);
 }
 
 static int enc_value(enc *e, int idx);
@@ -567,9 +636,9 @@ static int index_key(lua_State *L, int idx, double *out) {
 
 static int enc_array_items(enc *e, int idx, long n) {
   lua_State *L = e->L;
-  kl_buf_addc(e->out, '[');
+  ob_addc(e->out, '[');
   for (long i = 1; i <= n; i++) {
-    if (i > 1) kl_buf_addc(e->out, ',');
+    if (i > 1) ob_addc(e->out, ',');
     lua_rawgeti(L, idx, (int)i);
     if (enc_value(e, lua_gettop(L))) {
       lua_pop(L, 1);
@@ -578,7 +647,7 @@ static int enc_array_items(enc *e, int idx, long n) {
     }
     lua_pop(L, 1);
   }
-  kl_buf_addc(e->out, ']');
+  ob_addc(e->out, ']');
   return 0;
 }
 
@@ -653,7 +722,7 @@ static int enc_table(enc *e, int idx) {
     }
   }
   /* object */
-  kl_buf_addc(e->out, '{');
+  ob_addc(e->out, '{');
   int first = 1;
   lua_pushnil(L);
   while (lua_next(L, idx)) { /* k v */
@@ -663,12 +732,12 @@ static int enc_table(enc *e, int idx) {
       lua_pop(L, 2);
       goto done;
     }
-    if (!first) kl_buf_addc(e->out, ',');
+    if (!first) ob_addc(e->out, ',');
     first = 0;
     size_t kn;
     const char *ks = lua_tolstring(L, -2, &kn);
-    kl_json_quote(e->out, ks, kn);
-    kl_buf_addc(e->out, ':');
+    enc_string(e->out, ks, kn);
+    ob_addc(e->out, ':');
     if (enc_value(e, lua_gettop(L))) {
       prepend_path(e, lua_gettop(L) - 1, 0);
       lua_pop(L, 2);
@@ -677,7 +746,7 @@ static int enc_table(enc *e, int idx) {
     }
     lua_pop(L, 1); /* k */
   }
-  kl_buf_addc(e->out, '}');
+  ob_addc(e->out, '}');
 done:
   e->depth--;
   return rc;
@@ -686,10 +755,10 @@ done:
 static int enc_value(enc *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
-  case LUA_TNIL: kl_buf_add(e->out, "null", 4); return 0;
+  case LUA_TNIL: ob_add(e->out, "null", 4); return 0;
   case LUA_TBOOLEAN:
-    if (lua_toboolean(L, idx)) kl_buf_add(e->out, "true", 4);
-    else kl_buf_add(e->out, "false", 5);
+    if (lua_toboolean(L, idx)) ob_add(e->out, "true", 4);
+    else ob_add(e->out, "false", 5);
     return 0;
   case LUA_TNUMBER: {
     double x = lua_tonumber(L, idx);
@@ -701,12 +770,12 @@ static int enc_value(enc *e, int idx) {
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
-    kl_json_quote(e->out, s, n);
+    enc_string(e->out, s, n);
     return 0;
   }
   case LUA_TLIGHTUSERDATA:
     if (!lua_touserdata(L, idx)) {
-      kl_buf_add(e->out, "null", 4);
+      ob_add(e->out, "null", 4);
       return 0;
     }
     return efail(e, kl_strdup("cannot encode a lightuserdata"));
@@ -733,6 +802,7 @@ int kl_lua_to_json(lua_State *L, int idx, kl_buf *out, char **err) {
   int rc = enc_value(e, idx);
   lua_settop(L, top);
   if (rc == 0) {
+    out->data[out->len] = '\0';
     free(e);
     return 0;
   }
