@@ -45,15 +45,15 @@ cJSON *kl_patch_merge(const cJSON *target, const cJSON *patch);
 
 /* RFC 6902 JSON patch: applies the operation array ops to a copy of
  * target, all or nothing. Returns 0 and a NEW tree in *out, or:
- *  KL_EINVAL, code 400 BadRequest: ops is not an array of operation objects
- *    (message as kube-apiserver: "json: cannot unmarshal object into Go
- *    value of type jsonpatch.Patch"), an unknown op, a missing "path",
- *    "value" or "from", a pointer not starting with '/';
+ *  KL_EINVAL, code 400 BadRequest: ops is not an array of objects (message
+ *    as kube-apiserver: "json: cannot unmarshal object into Go value of
+ *    type jsonpatch.Patch");
  *  KL_ENOENT, code 422 Invalid: a path that does not exist (remove, move
  *    or copy from a missing location, add into a missing parent, an array
  *    index out of range);
- *  KL_EINVAL, code 422 Invalid: a "test" whose value differs (or a value
- *    that cannot go where it was asked to, e.g. a member of a string).
+ *  KL_EINVAL, code 422 Invalid: a "test" whose value differs, an unknown
+ *    op, a missing "path"/"value"/"from", a malformed pointer (as
+ *    evanphx/json-patch, these are found while applying).
  * For every 422 the message is the generic "the server rejected our request
  * due to an error in our request" (what v1.20 sends, with empty details)
  * and err->detail says what went wrong ("test failed: /data/k is \"v\",
