@@ -629,6 +629,89 @@ TEST(readonly_debug_mode) {
   lua_close(L);
 }
 
+/* Mutated Pods: the decoder accepts exactly what the validating scanner
+ * accepts, never leaves anything on the stack when it fails, and whatever it
+ * accepts encodes and decodes again to the same length. */
+TEST(mutations_agree_with_the_scanner) {
+  lua_State *L = new_state();
+  static const char alpha[] = "{}[],:\"\\u0123456789abcdefABCDEF-+.eE tnrufl"
+                              "\x01\x7f\xc3";
+  size_t n0 = strlen(pod_json);
+  char *buf = kl_malloc(n0 + 1);
+  uint64_t s = 88172645463325252ull;
+  int accepted = 0, rejected = 0;
+  for (int it = 0; it < 4000; it++) {
+    memcpy(buf, pod_json, n0);
+    size_t n = n0;
+    for (int j = 0; j < 1 + it % 3 && n > 0; j++) {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      size_t pos = (s >> 8) % n;
+      char c = alpha[(s >> 40) % (sizeof alpha - 1)];
+      switch (s % 3) {
+      case 0: buf[pos] = c; break;
+      case 1: memmove(buf + pos, buf + pos + 1, n - pos - 1); n--; break;
+      default: n = pos; /* truncate */
+      }
+    }
+    int want = kl_json_validate(buf, n);
+    kl_span sp = {buf, n};
+    int rc = kl_lua_push_json(L, sp);
+    CHECK_EQ_INT(rc, want);
+    if (rc != 0) {
+      rejected++;
+      CHECK_EQ_INT(lua_gettop(L), 0);
+      continue;
+    }
+    accepted++;
+    kl_buf a = KL_BUF_INIT, b = KL_BUF_INIT;
+    CHECK_EQ_INT(kl_lua_to_json(L, -1, &a, NULL), 0);
+    lua_settop(L, 0);
+    kl_span as = {a.data, a.len};
+    CHECK_EQ_INT(kl_lua_push_json(L, as), 0);
+    CHECK_EQ_INT(kl_lua_to_json(L, -1, &b, NULL), 0);
+    CHECK_EQ_INT(a.len, b.len);
+    lua_settop(L, 0);
+    kl_buf_free(&a);
+    kl_buf_free(&b);
+  }
+  /* both outcomes were exercised */
+  CHECK(accepted > 100);
+  CHECK(rejected > 100);
+  free(buf);
+  lua_close(L);
+}
+
+TEST(every_byte_survives_a_string_round_trip) {
+  lua_State *L = new_state();
+  char all[256];
+  for (int i = 0; i < 256; i++) all[i] = (char)i;
+  lua_pushlstring(L, all, sizeof all);
+  kl_buf out = KL_BUF_INIT;
+  CHECK_EQ_INT(kl_lua_to_json(L, -1, &out, NULL), 0);
+  CHECK_EQ_INT(strlen(out.data), out.len); /* no raw NUL in the output */
+  kl_span sp = {out.data, out.len};
+  CHECK_EQ_INT(kl_json_validate(out.data, out.len), 0);
+  CHECK_EQ_INT(kl_lua_push_json(L, sp), 0);
+  size_t n = 0;
+  const char *back = lua_tolstring(L, -1, &n);
+  CHECK_EQ_INT(n, 256);
+  CHECK(back && memcmp(back, all, 256) == 0);
+  /* a long string with escapes (scratch buffer growth) */
+  kl_buf big = KL_BUF_INIT;
+  kl_buf_addc(&big, '"');
+  for (int i = 0; i < 50000; i++) kl_buf_adds(&big, "ab\\n\\u00e9\\\"");
+  kl_buf_addc(&big, '"');
+  kl_span bs = {big.data, big.len};
+  CHECK_EQ_INT(kl_lua_push_json(L, bs), 0);
+  lua_tolstring(L, -1, &n);
+  CHECK_EQ_INT(n, 50000 * 6);
+  kl_buf_free(&big);
+  kl_buf_free(&out);
+  lua_close(L);
+}
+
 static void bench(void) {
   lua_State *L = new_state();
   kl_span in = {pod_json, strlen(pod_json)};
@@ -681,5 +764,7 @@ int main(int argc, char **argv) {
   RUN(push_obj_reuses_the_table_per_version);
   RUN(to_obj_builds_an_object);
   RUN(readonly_debug_mode);
+  RUN(mutations_agree_with_the_scanner);
+  RUN(every_byte_survives_a_string_round_trip);
   return ctest_summary();
 }
