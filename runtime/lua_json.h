@@ -17,7 +17,11 @@
 /* Pushes the Lua value for JSON text json (must be valid JSON). Returns 0,
  * or KL_EJSON (pushes nothing) when it is not. */
 int kl_lua_push_json(lua_State *L, kl_span json);
-/* Pushes obj as a table, converted once per object version per state. */
+/* Pushes obj as a table, converted once per object version per state and
+ * then reused (weak cache by kl_obj_serial plus the 64 most recently used
+ * versions held strongly). The table is shared: read-only by contract. Does
+ * not keep a reference to obj. Raises a Lua error only in read-only debug
+ * mode, when the cached table for obj was modified (see docs/json.md). */
 void kl_lua_push_obj(lua_State *L, const kl_obj *obj);
 /* Encodes the value at idx as compact JSON appended to out. Returns 0, or
  * KL_EINVAL with *err a NEW message (cycles, functions, NaN, bad keys). */
