@@ -1,11 +1,13 @@
 /* lua_bind.c: the list of Lua bindings registered into klua_core. Add one
  * line per binding module. */
 #include "lua_bind.h"
+#include "store.h"
 #include "lua_json.h"
 #include "delta_fifo.h"
 
 const kl_lua_binding kl_lua_bindings[] = {
     {"json", kl_lua_open_json},
     {"fifo", kl_lua_open_fifo},
+    {"store", kl_lua_open_store},
     {NULL, NULL},
 };

@@ -192,7 +192,7 @@ static int all_values(ixdef *const *ix, size_t nix, const kl_obj *obj,
     strv_clear(&vv[i]);
     int rc = ix_values(ix[i], obj, &vv[i]);
     if (rc != 0) {
-      kl_log(KL_LOG_WARN, "store", "index %s failed on %s: %s", ix[i]->name,
+      kl_log(KL_LOG_DEBUG, "store", "index %s failed on %s: %s", ix[i]->name,
              kl_obj_key(obj), kl_strerror(rc));
       return rc < 0 ? rc : KL_EINVAL;
     }
@@ -355,7 +355,7 @@ static int add_ixdef(kl_store *s, ixdef *d) {
     strv_clear(&sv);
     rc = ix_values(d, e->obj, &sv);
     if (rc != 0) {
-      kl_log(KL_LOG_WARN, "store", "index %s failed on %s: %s", d->name,
+      kl_log(KL_LOG_DEBUG, "store", "index %s failed on %s: %s", d->name,
              key, kl_strerror(rc));
       if (rc > 0) rc = KL_EINVAL;
       break;

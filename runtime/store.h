@@ -117,4 +117,9 @@ size_t kl_store_footprint(kl_store *s);
  * 0 when they agree exactly, else KL_EINVAL (and logs the first mismatch). */
 int kl_store_check_indices(kl_store *s);
 
+/* The Lua binding (lua_store.c): adds store_new to the klua_core table at
+ * stack index core (see docs/store.md). */
+struct lua_State;
+void kl_lua_open_store(struct lua_State *L, int core);
+
 #endif
