@@ -25,12 +25,15 @@ enum {
 /* Parses a stream of YAML documents ("---" separated; JSON is YAML) from
  * text[0..n). name labels error messages (e.g. the file name; NULL gives
  * "<input>"). Empty documents (only comments, or "---" twice) are skipped;
- * a document that is not a mapping is an error. Typing of plain scalars:
- * null, ~ and empty -> null; true/false (also True/TRUE, yes/no/on/off as
- * YAML 1.1) -> booleans; decimal, 0x hex, 0o/0 octal integers and floats
- * (.inf, .nan) -> numbers; anything quoted or in a block literal -> a
- * string. Anchors and aliases are supported (aliases are deep copies; at
- * most 10000 alias expansions, against "billion laughs"); merge keys
+ * a document that is not a mapping is an error. Typing of plain scalars
+ * (as yaml.v2, which sigs.k8s.io/yaml uses): null, ~ and empty -> null;
+ * true/false, yes/no, on/off, y/n (any of lower, Title, UPPER case) ->
+ * booleans; decimal, 0x hex, 0o/0 octal, 0b binary integers (with '_'
+ * separators) and floats -> numbers (JSON cannot hold .inf/.nan: error);
+ * anything quoted, tagged !!str or in a block literal -> a string; dates
+ * stay strings. Mapping keys are kept as written ("1: x" has key "1").
+ * Anchors and aliases are supported (aliases are deep copies; at most
+ * 10000 alias expansions, against "billion laughs"); merge keys
  * ("<<") are supported for mappings. Duplicate keys are an error, as in
  * sigs.k8s.io/yaml.
  * Returns 0 and a NEW cJSON array of the documents in *out, or KL_EINVAL
