@@ -22,8 +22,8 @@
 --       for a create with generateName. body: the object (create, update,
 --       update_status, apply), the patch (a table, or a string of JSON) for
 --       patch, nil otherwise. opts (always a table, fields optional):
---         patch:  { type = "merge" | "json" | "strategic" }
---         apply:  { field_manager = s, force = bool }
+--         patch:  { type = "merge" | "json" | "strategic", subresource = "status"|nil }
+--         apply:  { field_manager = s, force = bool, subresource = "status"|nil }
 --         create, update, update_status, patch: { field_manager = s|nil }
 --         delete: { propagation_policy = "Foreground"|"Background"|"Orphan"|nil,
 --                   grace_period_seconds = n|nil,
@@ -764,6 +764,12 @@ end
 
 local FM = set_of("field_manager")
 
+local function check_subresource(fname, o)
+  if o.subresource ~= nil and o.subresource ~= "status" then
+    argerr(fname, "opts.subresource must be \"status\" (or absent), got " .. tostring(o.subresource), 3)
+  end
+end
+
 function M.get(api_version, kind, namespace, name)
   check_string("get", "api_version", api_version)
   check_string("get", "kind", kind)
@@ -793,7 +799,8 @@ function M.patch(api_version, kind, namespace, name, patch, opts)
   check_string("patch", "api_version", api_version)
   check_string("patch", "kind", kind)
   check_string("patch", "name", name)
-  local o = write_opts("patch", opts, set_of("type", "field_manager"))
+  local o = write_opts("patch", opts, set_of("type", "field_manager", "subresource"))
+  check_subresource("patch", o)
   o.type = o.type or "merge"
   if not PATCH_TYPES[o.type] then
     argerr("patch", "opts.type must be \"merge\", \"json\" or \"strategic\", got " .. tostring(o.type))
@@ -811,7 +818,8 @@ end
 -- field manager defaults to "klua".
 function M.apply(obj, opts)
   local av, kind, ns, name = obj_parts("apply", obj, true)
-  local o = write_opts("apply", opts, set_of("field_manager", "force"))
+  local o = write_opts("apply", opts, set_of("field_manager", "force", "subresource"))
+  check_subresource("apply", o)
   o.field_manager = o.field_manager or "klua"
   if o.force ~= nil and type(o.force) ~= "boolean" then argerr("apply", "opts.force must be a boolean") end
   o.force = o.force or false
