@@ -21,7 +21,8 @@ end
 local function ensure_summary(cm, keys)
   local name = cm.metadata.name .. "-summary"
   local want = table.concat(keys, ",")
-  local cur = klua.cache("v1", "ConfigMap"):get(cm.metadata.namespace, name)
+  -- two ConfigMap caches are declared (watch and owns): pick the owned one
+  local cur = klua.cache("v1", "ConfigMap", { namespace = NAMESPACE }):get(cm.metadata.namespace, name)
   if cur and cur.data and cur.data.keys == want then return true end
   local summary = {
     apiVersion = "v1", kind = "ConfigMap",

@@ -364,7 +364,9 @@ function Env:_store_version(old, new, keep_status)
   md.deletionTimestamp, md.deletionGracePeriodSeconds = omd.deletionTimestamp, omd.deletionGracePeriodSeconds
   if keep_status then new.status = copy(old.status) end
   md.generation = omd.generation
-  if spec_changed(old, new) then md.generation = (md.generation or 0) + 1 end
+  if spec_changed(old, new) and (md.generation ~= nil or new.spec ~= nil) then
+    md.generation = (md.generation or 0) + 1
+  end
   md.resourceVersion = self:_next_rv()
   local b = self:_bucket(new.apiVersion, new.kind)
   b[key_of(str(md.namespace), md.name)] = new
