@@ -307,7 +307,13 @@ static int l_add_if_not_present(lua_State *L) {
     lua_getfield(L, -4, "object"); /* delta type tomb key obj */
     kl_obj *o = NULL;
     char *err = NULL;
-    if (!lua_isnil(L, -1) && !(o = to_obj(L, lua_gettop(L), &err))) {
+    int ot = lua_type(L, -1);
+    if (ot != LUA_TNIL && ot != LUA_TTABLE && ot != LUA_TSTRING) {
+      kl_deltas_free(&d);
+      return luaL_error(L, "add_if_not_present: delta %d: bad object",
+                        (int)i);
+    }
+    if (ot != LUA_TNIL && !(o = to_obj(L, lua_gettop(L), &err))) {
       kl_deltas_free(&d);
       return push_fail(L, err);
     }

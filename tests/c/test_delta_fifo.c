@@ -347,6 +347,17 @@ TEST(close_unblocks_a_blocked_pop) {
   pthread_join(t, &res);
   CHECK_EQ_INT((intptr_t)res, KL_ECLOSED);
   CHECK(kl_delta_fifo_is_closed(f));
+  kl_delta_fifo_unref(f);
+  /* several consumers blocked at once: close wakes them all */
+  f = kl_delta_fifo_new(NULL);
+  pthread_t ts[3];
+  for (int i = 0; i < 3; i++) pthread_create(&ts[i], NULL, blocked_pop, f);
+  usleep(20000);
+  kl_delta_fifo_close(f);
+  for (int i = 0; i < 3; i++) {
+    pthread_join(ts[i], &res);
+    CHECK_EQ_INT((intptr_t)res, KL_ECLOSED);
+  }
   /* items queued before close are still handed out, then KL_ECLOSED */
   kl_delta_fifo_unref(f);
   f = kl_delta_fifo_new(NULL);
