@@ -191,26 +191,41 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
     if (d->scalar) d->vscan = d->pos;
   }
   size_t i = d->vscan, end = 0;
-  for (; i < len && !end; i++) {
-    char c = b[i];
+  while (i < len) {
+    char c;
+    if (d->in_str) {
+      if (d->esc) {
+        d->esc = false;
+        i++;
+        continue;
+      }
+      /* fast path: plain string bytes */
+      while (i < len && b[i] != '"' && b[i] != '\\' &&
+             (unsigned char)b[i] >= 0x20)
+        i++;
+      if (i == len) break;
+      c = b[i++];
+      if (c == '\\') {
+        d->esc = true;
+      } else if (c == '"') {
+        d->in_str = false;
+        if (d->depth == 0) {
+          end = i;
+          break;
+        }
+      } else {
+        return fail(d, KL_EJSON,
+                    "malformed list body: control byte 0x%02x inside a string "
+                    "at byte %zu (%s %zu)",
+                    (unsigned char)c, d->base + i - 1, what(d), d->nitems);
+      }
+      continue;
+    }
+    c = b[i];
     if (d->scalar) {
       if (c == ',' || c == '}' || c == ']' || c == ':' || is_ws(c)) {
         end = i;
         break;
-      }
-    } else if (d->in_str) {
-      if (d->esc) {
-        d->esc = false;
-      } else if (c == '\\') {
-        d->esc = true;
-      } else if (c == '"') {
-        d->in_str = false;
-        if (d->depth == 0) end = i + 1;
-      } else if ((unsigned char)c < 0x20) {
-        return fail(d, KL_EJSON,
-                    "malformed list body: control byte 0x%02x inside a string "
-                    "at byte %zu (%s %zu)",
-                    (unsigned char)c, d->base + i, what(d), d->nitems);
       }
     } else if (c == '"') {
       d->in_str = true;
@@ -219,8 +234,12 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
         return fail(d, KL_EJSON, "list body nested deeper than %d levels",
                     KL_JSON_MAX_DEPTH);
     } else if (c == '}' || c == ']') {
-      if (--d->depth == 0) end = i + 1;
+      if (--d->depth == 0) {
+        end = i + 1;
+        break;
+      }
     }
+    i++;
   }
   if (!end) {
     d->vscan = i;
