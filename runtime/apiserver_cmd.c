@@ -1,10 +1,203 @@
-/* apiserver_cmd.c: `klua serve` (placeholder until the API server lands). */
+/* apiserver_cmd.c: `klua serve`, the local Kubernetes API server as a
+ * program: parses flags, seeds manifests, prints the URL as the first line
+ * of stdout, optionally writes a kubeconfig, and serves until SIGINT or
+ * SIGTERM. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "apiserver.h"
 #include "cli.h"
 
+static const char usage[] =
+    "usage: klua serve [options]\n"
+    "\n"
+    "Runs a local Kubernetes API server (in memory) for development and\n"
+    "tests. kubectl, client libraries and klua controllers work against it.\n"
+    "\n"
+    "options:\n"
+    "  --listen HOST:PORT        address (default 127.0.0.1:8001; port 0\n"
+    "                            picks a free port)\n"
+    "  --token TOKEN             require 'Authorization: Bearer TOKEN'\n"
+    "  --tls-cert FILE           serve HTTPS with this PEM certificate...\n"
+    "  --tls-key FILE            ...and this PEM key\n"
+    "  --kubeconfig-out FILE     write a kubeconfig for this server\n"
+    "  --seed PATH               load manifests (file or directory; may be\n"
+    "                            repeated) before serving\n"
+    "  --history N               changes kept for watches and paging\n"
+    "                            (default 10000)\n"
+    "  --bookmark-interval SECS  seconds between watch BOOKMARKs (default 60)\n"
+    "  --max-body-bytes N        larger request bodies get 413 (default\n"
+    "                            3145728)\n"
+    "  --faults SPEC             fault injection (see docs/serve.md)\n"
+    "\n"
+    "The first line of stdout is 'listening on URL'. SIGINT or SIGTERM stop\n"
+    "the server.\n";
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig) { got_signal = sig; }
+
+static int write_kubeconfig(const char *path, const char *url,
+                            const char *token, const char *cert_file) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "klua serve: --kubeconfig-out %s: %s\n", path,
+            strerror(errno));
+    return -1;
+  }
+  fprintf(f, "apiVersion: v1\nkind: Config\nclusters:\n- name: klua\n"
+             "  cluster:\n    server: %s\n", url);
+  if (cert_file) {
+    FILE *c = fopen(cert_file, "rb");
+    if (c) {
+      kl_buf b = KL_BUF_INIT;
+      char tmp[4096];
+      size_t n;
+      while ((n = fread(tmp, 1, sizeof tmp, c)) > 0) kl_buf_add(&b, tmp, n);
+      fclose(c);
+      static const char tbl[] =
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+      fputs("    certificate-authority-data: ", f);
+      for (size_t i = 0; i < b.len; i += 3) {
+        unsigned v = (unsigned char)b.data[i] << 16;
+        if (i + 1 < b.len) v |= (unsigned char)b.data[i + 1] << 8;
+        if (i + 2 < b.len) v |= (unsigned char)b.data[i + 2];
+        fputc(tbl[v >> 18], f);
+        fputc(tbl[(v >> 12) & 63], f);
+        fputc(i + 1 < b.len ? tbl[(v >> 6) & 63] : '=', f);
+        fputc(i + 2 < b.len ? tbl[v & 63] : '=', f);
+      }
+      fputc('\n', f);
+      kl_buf_free(&b);
+    }
+  }
+  fprintf(f, "users:\n- name: klua\n  user:\n");
+  if (token) fprintf(f, "    token: %s\n", token);
+  else fprintf(f, "    {}\n");
+  fprintf(f, "contexts:\n- name: klua\n  context:\n    cluster: klua\n"
+             "    user: klua\n    namespace: default\n"
+             "current-context: klua\n");
+  return fclose(f) ? -1 : 0;
+}
+
 int kl_cmd_serve(int argc, char **argv) {
-  (void)argc, (void)argv;
-  fprintf(stderr, "klua serve: not built yet\n");
-  return 1;
+  kl_apiserver_opts o = {0};
+  const char *kubeconfig = NULL;
+  const char **seeds = kl_calloc((size_t)argc + 1, sizeof *seeds);
+  size_t nseeds = 0;
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(usage, stdout);
+      free(seeds);
+      return 0;
+    }
+    const char *v = NULL;
+    const char *eq = strchr(a, '=');
+    char flag[64];
+    if (!strncmp(a, "--", 2) && eq && (size_t)(eq - a) < sizeof flag) {
+      memcpy(flag, a, (size_t)(eq - a));
+      flag[eq - a] = 0;
+      v = eq + 1;
+      a = flag;
+    } else if (!strncmp(a, "--", 2)) {
+      if (i + 1 >= argc) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "%s needs a value", a);
+      }
+      v = argv[++i];
+    } else {
+      free(seeds);
+      return kl_cli_usage_error("serve", "unexpected argument '%s'", a);
+    }
+    char *end = NULL;
+    if (!strcmp(a, "--listen")) o.listen = v;
+    else if (!strcmp(a, "--token")) o.token = v;
+    else if (!strcmp(a, "--tls-cert")) o.tls_cert = v;
+    else if (!strcmp(a, "--tls-key")) o.tls_key = v;
+    else if (!strcmp(a, "--kubeconfig-out")) kubeconfig = v;
+    else if (!strcmp(a, "--seed")) seeds[nseeds++] = v;
+    else if (!strcmp(a, "--faults")) o.faults = v;
+    else if (!strcmp(a, "--history")) {
+      long n = strtol(v, &end, 10);
+      if (*end || n < 1) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "--history: '%s' is not a positive "
+                                           "integer", v);
+      }
+      o.history = (size_t)n;
+    } else if (!strcmp(a, "--bookmark-interval")) {
+      double d = strtod(v, &end);
+      if (*end || d <= 0) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "--bookmark-interval: '%s' is not "
+                                           "a positive number", v);
+      }
+      o.bookmark_interval = d;
+    } else if (!strcmp(a, "--max-body-bytes")) {
+      long n = strtol(v, &end, 10);
+      if (*end || n < 1) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "--max-body-bytes: '%s' is not a "
+                                           "positive integer", v);
+      }
+      o.max_body_bytes = (size_t)n;
+    } else {
+      free(seeds);
+      return kl_cli_usage_error("serve", "unknown flag '%s'", a);
+    }
+  }
+  if (!o.tls_cert != !o.tls_key) {
+    free(seeds);
+    return kl_cli_usage_error("serve", "--tls-cert and --tls-key go together");
+  }
+  kl_apiserver *s = NULL;
+  char *err = NULL;
+  if (kl_apiserver_new(&o, &s, &err)) {
+    fprintf(stderr, "klua serve: %s\n", err ? err : "cannot start");
+    free(err);
+    free(seeds);
+    return 1;
+  }
+  for (size_t i = 0; i < nseeds; i++) {
+    if (kl_apiserver_seed(s, seeds[i], &err)) {
+      fprintf(stderr, "klua serve: --seed: %s\n", err ? err : seeds[i]);
+      free(err);
+      rc = 1;
+      goto out;
+    }
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (kl_apiserver_start(s, &err)) {
+    fprintf(stderr, "klua serve: %s\n", err ? err : "cannot listen");
+    free(err);
+    rc = 1;
+    goto out;
+  }
+  if (kubeconfig &&
+      write_kubeconfig(kubeconfig, kl_apiserver_url(s), o.token, o.tls_cert)) {
+    rc = 1;
+    goto out;
+  }
+  printf("listening on %s\n", kl_apiserver_url(s));
+  fflush(stdout);
+  while (!got_signal) {
+    struct timespec t = {0, 100 * 1000 * 1000};
+    nanosleep(&t, NULL);
+  }
+out:
+  kl_apiserver_free(s);
+  free(seeds);
+  return rc;
 }
