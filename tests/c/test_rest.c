@@ -785,6 +785,48 @@ TEST(refresh_token_file_once_on_401) {
   stop_server(&s);
 }
 
+TEST(exec_plugin_rerun_on_401) {
+  server s;
+  CHECK(start_server(&s, "server"));
+  char *url = kl_sprintf("https://127.0.0.1:%d", s.port);
+  char *ca = kl_sprintf("    certificate-authority: %s/certs/ca.crt\n", tmp);
+  const char *root = getenv("KLUA_ROOT") ? getenv("KLUA_ROOT") : ".";
+  char *abs = realpath(root, NULL);
+  sh("rm -rf %s/plugin && mkdir -p %s/plugin && echo 2999-01-01T00:00:00Z "
+     "> %s/plugin/expiry && printf tok-old > %s/plugin/token", tmp, tmp, tmp,
+     tmp);
+  char *user = kl_sprintf(
+      "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n"
+      "      command: %s/tests/fixtures/kubeconfig/exec-plugin.sh\n"
+      "      env: [{name: PLUGIN_STATE, value: %s/plugin}]\n", abs, tmp);
+  kl_rest *c = client_for(url, ca, user, NULL);
+  kl_rest_resp resp;
+  kl_rest_error e;
+  CHECK_EQ_INT(get(c, "/echo", &resp, &e), 0);
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+  CHECK_EQ_INT(get(c, "/echo", &resp, &e), 0); /* cached: no second run */
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+  sh("printf tok-new > %s/plugin/token", tmp);
+  atomic_store(&hits_401, 0);
+  CHECK_EQ_INT(get(c, "/needs-new-token", &resp, &e), 0);
+  CHECK_EQ_INT(atomic_load(&hits_401), 2);
+  char *cp = tpath("plugin/count");
+  char *count = slurp(cp, NULL);
+  CHECK(count && atoi(count) == 2);
+  free(count);
+  free(cp);
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+  kl_rest_free(c);
+  free(user);
+  free(abs);
+  free(ca);
+  free(url);
+  stop_server(&s);
+}
+
 TEST(no_credentials_over_plain_http) {
   kl_rest *c = client_for(plain_url, NULL, "    token: tok-PLANTED-http\n",
                           NULL);
@@ -964,6 +1006,7 @@ int main(void) {
   RUN(tls_verification_and_bearer_token);
   RUN(tls_server_name_override);
   RUN(refresh_token_file_once_on_401);
+  RUN(exec_plugin_rerun_on_401);
   RUN(no_credentials_over_plain_http);
   RUN(transport_error_is_clear);
   RUN(discovery_resolves_and_refreshes_on_miss);
