@@ -76,6 +76,7 @@ void kl_buf_reserve(kl_buf *b, size_t extra) {
   while (cap < need) cap *= 2;
   b->data = kl_realloc(b->data, cap);
   b->cap = cap;
+  b->data[b->len] = '\0'; /* the buffer is a C string from its first byte */
 }
 
 void kl_buf_add(kl_buf *b, const void *p, size_t n) {
@@ -108,7 +109,7 @@ void kl_buf_addf(kl_buf *b, const char *fmt, ...) {
 }
 
 char *kl_buf_detach(kl_buf *b, size_t *len) {
-  if (!b->data) kl_buf_reserve(b, 0), b->data[0] = '\0';
+  if (!b->data) kl_buf_reserve(b, 0);
   char *p = b->data;
   if (len) *len = b->len;
   b->data = NULL;

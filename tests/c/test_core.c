@@ -151,6 +151,18 @@ TEST(object_injects_kind_and_rejects_bad) {
   kl_obj_unref(bm);
 }
 
+TEST(empty_strings_are_terminated) {
+  kl_span e = {"\"\"", 2};
+  char *s = kl_json_strdup(e);
+  CHECK(s != NULL);
+  if (s) CHECK_EQ_INT(strlen(s), 0);
+  free(s);
+  kl_buf b = KL_BUF_INIT;
+  kl_buf_reserve(&b, 10);
+  CHECK_EQ_STR(b.data, "");
+  kl_buf_free(&b);
+}
+
 TEST(hmap_churn) {
   kl_hmap m;
   kl_hmap_init(&m, KL_HMAP_OWN_KEYS);
@@ -192,6 +204,7 @@ int main(void) {
   RUN(get_iterate_unescape);
   RUN(object_metadata_and_key);
   RUN(object_injects_kind_and_rejects_bad);
+  RUN(empty_strings_are_terminated);
   RUN(hmap_churn);
   return ctest_summary();
 }
