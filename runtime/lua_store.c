@@ -387,6 +387,37 @@ static int l_resync(lua_State *L) {
 
 static void lfn_free(void *ud) { free(ud); }
 
+/* Reads the spec table at idx into *kind and *arg (arg borrowed from the
+ * stack, which keeps 4 more values); raises for a malformed spec. */
+static void parse_spec(lua_State *L, int idx, const char *name,
+                       kl_index_kind *kind, const char **arg) {
+  *arg = NULL;
+  lua_getfield(L, idx, "namespace");
+  lua_getfield(L, idx, "label");
+  lua_getfield(L, idx, "field");
+  lua_getfield(L, idx, "owner"); /* ... ns label field owner */
+  const char *owner = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  if (lua_toboolean(L, -4)) {
+    *kind = KL_INDEX_NAMESPACE;
+  } else if (lua_type(L, -3) == LUA_TSTRING) {
+    *kind = KL_INDEX_LABEL;
+    *arg = lua_tostring(L, -3);
+  } else if (lua_type(L, -2) == LUA_TSTRING) {
+    *kind = KL_INDEX_FIELD;
+    *arg = lua_tostring(L, -2);
+  } else if (strcmp(owner, "uid") == 0) {
+    *kind = KL_INDEX_OWNER_UID;
+  } else if (strcmp(owner, "kindname") == 0) {
+    *kind = KL_INDEX_OWNER_KINDNAME;
+  } else {
+    luaL_error(L, "add_indexers: index %s: unknown spec (want namespace=true, "
+                  "label=, field=, owner=\"uid\" or owner=\"kindname\")",
+               name);
+  }
+  if (*arg && !**arg)
+    luaL_error(L, "add_indexers: index %s: empty label or field", name);
+}
+
 /* add_indexers({name = spec, ...}): spec is {namespace = true},
  * {label = "key"}, {field = "a.b"}, {owner = "uid" | "kindname"} or a Lua
  * function(obj) -> value | {values} | nil. */
@@ -394,28 +425,37 @@ static int l_add_indexers(lua_State *L) {
   lstore *ls = check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  /* check every spec, and every name against existing ones, before adding */
-  kl_strv have = {0};
-  kl_store_get_indexers(ls->s, &have);
+  /* check every name and spec (may raise) ... */
   lua_pushnil(L);
   while (lua_next(L, 2)) { /* t name spec */
-    if (lua_type(L, -2) != LUA_TSTRING || !*lua_tostring(L, -2)) {
-      kl_strv_free(&have);
+    if (lua_type(L, -2) != LUA_TSTRING || !*lua_tostring(L, -2))
       return luaL_error(L, "add_indexers: index names must be non-empty strings");
-    }
     const char *name = lua_tostring(L, -2);
-    for (size_t i = 0; i < have.n; i++) {
-      if (strcmp(have.v[i], name) == 0) {
-        kl_strv_free(&have);
-        return fail(L, "add_indexers: an index named %s already exists", name);
-      }
-    }
-    if (!lua_isfunction(L, -1) && !lua_istable(L, -1)) {
-      kl_strv_free(&have);
+    if (lua_istable(L, -1)) {
+      kl_index_kind kind;
+      const char *arg;
+      parse_spec(L, lua_gettop(L), name, &kind, &arg);
+      lua_pop(L, 4);
+    } else if (!lua_isfunction(L, -1)) {
       return luaL_error(L, "add_indexers: index %s: want a function or a spec "
                            "table like {namespace=true}, {label=\"app\"}, "
                            "{field=\"spec.nodeName\"}, {owner=\"uid\"}",
                         name);
+    }
+    lua_pop(L, 1);
+  }
+  /* ... and every name against the existing ones, before adding any */
+  kl_strv have = {0};
+  kl_store_get_indexers(ls->s, &have);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) { /* t name spec */
+    for (size_t i = 0; i < have.n; i++) {
+      if (strcmp(have.v[i], lua_tostring(L, -2)) == 0) {
+        int n = fail(L, "add_indexers: an index named %s already exists",
+                     have.v[i]);
+        kl_strv_free(&have);
+        return n;
+      }
     }
     lua_pop(L, 1);
   }
@@ -450,36 +490,11 @@ static int l_add_indexers(lua_State *L) {
     } else {
       kl_index_kind kind;
       const char *arg = NULL;
-      lua_getfield(L, -1, "namespace");
-      lua_getfield(L, -2, "label");
-      lua_getfield(L, -3, "field");
-      lua_getfield(L, -4, "owner"); /* t name spec ns label field owner */
-      if (lua_toboolean(L, -4)) {
-        kind = KL_INDEX_NAMESPACE;
-      } else if (lua_type(L, -3) == LUA_TSTRING) {
-        kind = KL_INDEX_LABEL;
-        arg = lua_tostring(L, -3);
-      } else if (lua_type(L, -2) == LUA_TSTRING) {
-        kind = KL_INDEX_FIELD;
-        arg = lua_tostring(L, -2);
-      } else if (lua_type(L, -1) == LUA_TSTRING &&
-                 strcmp(lua_tostring(L, -1), "uid") == 0) {
-        kind = KL_INDEX_OWNER_UID;
-      } else if (lua_type(L, -1) == LUA_TSTRING &&
-                 strcmp(lua_tostring(L, -1), "kindname") == 0) {
-        kind = KL_INDEX_OWNER_KINDNAME;
-      } else {
-        return luaL_error(L, "add_indexers: index %s: unknown spec (want "
-                             "namespace=true, label=, field=, owner=\"uid\" "
-                             "or owner=\"kindname\")",
-                          name);
-      }
-      if (arg && !*arg)
-        return luaL_error(L, "add_indexers: index %s: empty label or field", name);
+      parse_spec(L, lua_gettop(L), name, &kind, &arg);
       enter(L);
       rc = kl_store_add_indexer(ls->s, name, kind, arg);
       leave(L);
-      lua_pop(L, 4);
+      lua_pop(L, 4); /* t name spec */
       if (rc != 0) return store_fail(L, "add_indexers", NULL, rc);
     }
     lua_pop(L, 1); /* t name */

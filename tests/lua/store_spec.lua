@@ -284,6 +284,11 @@ describe("klua store", function()
       assert.has_error(function() s:add_indexers({ x = "namespace" }) end)
       assert.has_error(function() s:add_indexers({ [1] = { namespace = true } }) end)
       assert.has_error(function() s:add_indexers("x") end)
+      -- checked before anything is added
+      assert.has_error(function()
+        s:add_indexers({ a = { namespace = true }, b = { namespace = true },
+                         c = { bogus = true }, d = function() end })
+      end)
       assert.same({}, s:get_indexers())
     end)
 
