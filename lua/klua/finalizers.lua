@@ -50,7 +50,12 @@ local function change(obj, name, want)
   local ns = type(md.namespace) == "string" and md.namespace ~= "" and md.namespace or nil
   local cur = obj
   local err
-  for _ = 1, M.max_attempts do
+  for attempt = 1, M.max_attempts do
+    if attempt > 1 then
+      local fresh, gerr = klua.get(obj.apiVersion, obj.kind, ns, md.name)
+      if not fresh then return nil, gerr end
+      cur = fresh
+    end
     if M.has(cur, name) == want then return cur end
     local copy = klua.deepcopy(cur)
     local f = list(copy)
@@ -69,8 +74,6 @@ local function change(obj, name, want)
     updated, err = klua.update(copy)
     if updated then return updated end
     if not klua.is_conflict(err) then return nil, err end
-    cur, err = klua.get(obj.apiVersion, obj.kind, ns, md.name)
-    if not cur then return nil, err end
   end
   return nil, err
 end
