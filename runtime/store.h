@@ -114,7 +114,9 @@ void kl_store_get_indexers(kl_store *s, kl_strv *names);
 size_t kl_store_footprint(kl_store *s);
 
 /* Test support: recomputes every index from the items and compares; returns
- * 0 when they agree exactly, else KL_EINVAL (and logs the first mismatch). */
+ * 0 when they agree exactly, else KL_EINVAL (and logs the first mismatch).
+ * Custom index functions run on the calling thread (a Lua one only works
+ * when called through its own Lua state, so check stores that have none). */
 int kl_store_check_indices(kl_store *s);
 
 /* The Lua binding (lua_store.c): adds store_new to the klua_core table at

@@ -1,6 +1,9 @@
 /* test_store.c: the indexed store's semantics from C (upserts, deletes,
  * replace, every built-in index, custom index functions, references that
  * outlive the store's copy) and its memory ratio on realistic ConfigMaps. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 #include <stdint.h>
 
 #include "ctest.h"
@@ -524,6 +527,59 @@ TEST(memory_ratio_10k_configmaps) {
   kl_store_unref(s);
 }
 
+/* The Lua binding from C: a store with a Lua index function can be written
+ * from its Lua state but not from C (no Lua state on this path), outlives
+ * the state safely, and frees everything (ASan checks for leaks). */
+int luaopen_klua_core(lua_State *L);
+
+static char *lua_run(lua_State *L, const char *code) {
+  int top = lua_gettop(L);
+  char *res = NULL;
+  if (luaL_loadstring(L, code) || lua_pcall(L, 0, 1, 0))
+    res = kl_sprintf("ERR: %s", lua_tostring(L, -1));
+  else if (!lua_isnil(L, -1))
+    res = kl_strdup(lua_tostring(L, -1));
+  lua_settop(L, top);
+  return res;
+}
+
+TEST(lua_index_functions_stay_in_their_state) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  lua_pushcfunction(L, luaopen_klua_core);
+  lua_call(L, 0, 1);
+  lua_setglobal(L, "core");
+  char *r = lua_run(L,
+      "st = core.store_new()\n"
+      "assert(st:add_indexers({ f = function(o) return o.metadata.name end,"
+      "  ns = { namespace = true } }))\n"
+      "assert(st:add({ metadata = { namespace = 'x', name = 'a' } }))\n"
+      "assert(st:replace({ { metadata = { namespace = 'x', name = 'b' } } }, '1'))\n"
+      "local tmp = core.store_new()\n"
+      "tmp:add_indexers({ g = function(o) return tmp:len() end })\n"
+      "assert(not tmp:add({ metadata = { name = 'z' } }))\n"
+      "return table.concat(st:index_keys('f', 'b'), ',')");
+  CHECK_EQ_STR(r, "x/b");
+  free(r);
+  lua_getglobal(L, "st");
+  kl_store *ks = kl_store_ref(*(kl_store **)lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  kl_obj *o = mkp("x", "c", NULL, NULL);
+  CHECK_EQ_INT(kl_store_add(ks, o), KL_ELUA); /* not from the Lua state */
+  CHECK_EQ_INT(kl_store_len(ks), 1);
+  kl_objv ov = {0};
+  CHECK_EQ_INT(kl_store_by_index(ks, "f", "b", &ov), 0);
+  CHECK_EQ_INT(ov.n, 1);
+  kl_objv_free(&ov);
+  lua_close(L);
+  /* the C store outlives the state; its reads still work */
+  CHECK_EQ_INT(kl_store_add(ks, o), KL_ELUA);
+  CHECK_EQ_INT(kl_store_delete_key(ks, "x/b"), 0);
+  CHECK_EQ_INT(kl_store_len(ks), 0);
+  kl_obj_unref(o);
+  kl_store_unref(ks);
+}
+
 int main(void) {
   RUN(add_get_update_delete);
   RUN(cluster_scoped_keys_and_list);
@@ -539,5 +595,6 @@ int main(void) {
   RUN(updates_remove_the_stored_values);
   RUN(index_sets_do_not_creep_under_churn);
   RUN(memory_ratio_10k_configmaps);
+  RUN(lua_index_functions_stay_in_their_state);
   return ctest_summary();
 }
