@@ -18,9 +18,9 @@ local FIELDS = { type = true, status = true, reason = true, message = true,
                  observedGeneration = true, lastTransitionTime = true }
 
 local function list(obj)
-  if type(obj) ~= "table" or type(obj.status) ~= "table" then return nil end
+  if type(obj) ~= "table" or type(obj.status) ~= "table" or obj.status == klua.null then return nil end
   local c = obj.status.conditions
-  if type(c) ~= "table" then return nil end
+  if type(c) ~= "table" or c == klua.null then return nil end
   return c
 end
 

@@ -7,7 +7,7 @@
 -- a table reached twice is copied once). Each copy gets the metatable of
 -- its original, so JSON objects and arrays keep klua_core.object_mt /
 -- array_mt and encode back to {} / []. Non-table values (strings, numbers,
--- booleans, functions, the JSON null sentinel) are returned as they are.
+-- booleans, functions) and the JSON null sentinel are returned as they are.
 -- Pure function; no shared state.
 local type, pairs, next, getmetatable, setmetatable =
   type, pairs, next, getmetatable, setmetatable
@@ -29,5 +29,9 @@ end
 
 return function(v)
   if type(v) ~= "table" then return v end
-  return copy(v, {})
+  -- Without klua_core the JSON null is a table: keep its identity.
+  local shared = package.loaded["klua._shared"]
+  local seen = {}
+  if shared then seen[shared.null] = shared.null end
+  return copy(v, seen)
 end

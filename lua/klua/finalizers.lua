@@ -17,7 +17,7 @@ M.max_attempts = 5
 local function list(obj)
   if type(obj) ~= "table" or type(obj.metadata) ~= "table" then return nil end
   local f = obj.metadata.finalizers
-  if type(f) ~= "table" then return nil end
+  if type(f) ~= "table" or f == klua.null then return nil end
   return f
 end
 

@@ -14,7 +14,7 @@ local M = {}
 local function md(obj)
   if type(obj) ~= "table" then return nil end
   local m = obj.metadata
-  if type(m) ~= "table" then return nil end
+  if type(m) ~= "table" or m == klua.null then return nil end
   return m
 end
 
@@ -49,7 +49,7 @@ local function refs(obj)
   local m = md(obj)
   if not m then return nil end
   local r = m.ownerReferences
-  if type(r) ~= "table" then return nil end
+  if type(r) ~= "table" or r == klua.null then return nil end
   return r
 end
 
@@ -109,7 +109,7 @@ end
 local function upsert(obj, ref)
   local m = obj.metadata
   local r = m.ownerReferences
-  if type(r) ~= "table" then
+  if type(r) ~= "table" or r == klua.null then
     r = setmetatable({}, klua.array_mt)
     m.ownerReferences = r
   end

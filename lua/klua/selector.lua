@@ -257,7 +257,7 @@ function M.canonical(s)
 end
 
 local function label_of(labels, key)
-  if type(labels) ~= "table" then return nil end
+  if type(labels) ~= "table" then return nil end -- nil, or null from klua_core
   local v = labels[key]
   if type(v) ~= "string" then return nil end
   return v
@@ -340,7 +340,8 @@ local EXPR_OPS = { In = "in", NotIn = "notin", Exists = "exists", DoesNotExist =
 -- (or JSON null) LabelSelector matches nothing in Kubernetes, which no
 -- selector string can express: it returns nil, err, as does an invalid one.
 function M.from_label_selector(ls)
-  if type(ls) ~= "table" then
+  local shared = package.loaded["klua._shared"]
+  if type(ls) ~= "table" or (shared and ls == shared.null) then
     return nil, "no label selector (a nil LabelSelector selects no objects)"
   end
   local reqs = {}
