@@ -91,9 +91,12 @@ static void add(kl_store *s, kl_obj *o) {
 
 TEST(add_get_update_delete) {
   kl_store *s = kl_store_new();
+  CHECK_EQ_INT(kl_store_add_indexer(s, "ns", KL_INDEX_NAMESPACE, NULL), 0);
   kl_obj *a = mkp("ns1", "a", NULL, NULL);
   CHECK_EQ_INT(kl_store_add(s, a), 0);
+  CHECK_EQ_INT(kl_store_add(s, a), 0); /* the same version again */
   CHECK_EQ_INT(kl_store_len(s), 1);
+  CHECK_EQ_INT(kl_store_check_indices(s), 0);
   kl_obj *g = kl_store_get_by_key(s, "ns1/a");
   CHECK(g == a); /* same version, a NEW reference */
   kl_obj_unref(g);
