@@ -17,9 +17,6 @@
 #include "manifest.h"
 #include "protobuf.h"
 
-/* protobuf.c may not be linked yet: resolve at link time if present. */
-#pragma weak kl_protobuf_decode
-
 int kl__as_http_start(kl_apiserver *s, void **http, int *port, char **err);
 void kl__as_http_stop(void *http);
 
@@ -227,8 +224,7 @@ static cJSON *decode_body(struct MHD_Connection *c, const kl_as_resource *res,
   char *err = NULL;
   if (!strncmp(ct, KL_PROTOBUF_CONTENT_TYPE,
                strlen(KL_PROTOBUF_CONTENT_TYPE))) {
-    int rc = kl_protobuf_decode ? kl_protobuf_decode(body, n, &t, &err)
-                                : KL_EINVAL;
+    int rc = kl_protobuf_decode(body, n, &t, &err);
     if (rc == KL_EINVAL) {
       *answered = send_status(c, 415, "UnsupportedMediaType",
                               "the body of the request was in an unknown "

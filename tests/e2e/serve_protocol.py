@@ -1,0 +1,739 @@
+#!/usr/bin/python3
+"""Protocol tests of `klua serve` over raw HTTP (stdlib http.client only).
+
+Usage: serve_protocol.py PORT KLUA_BIN. The server on PORT must run with
+--history 50 --bookmark-interval 1 --max-body-bytes 100000. Prints
+"ok N - name" / "not ok N - name" lines; exits non-zero on any failure.
+Expected shapes come from the kube-apiserver captures in
+/work/shared/k8s-wire (see its README)."""
+import base64
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+PORT = int(sys.argv[1])
+KLUA = sys.argv[2]
+N = 0
+FAILED = 0
+
+
+def req(method, path, body=None, ctype="application/json", accept=None,
+        headers=None, port=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port or PORT,
+                                           timeout=20)
+    h = dict(headers or {})
+    if accept:
+        h["Accept"] = accept
+    if body is not None:
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        h["Content-Type"] = ctype
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    ct = r.getheader("Content-Type", "")
+    out = data
+    if ct.startswith("application/json") and path != "/version":
+        assert data.endswith(b"\n"), data
+        out = json.loads(data)
+    if not conn:
+        c.close()
+    return r.status, out, r
+
+
+def watch(path, accept=None, max_events=1000, until=None):
+    """Returns the events of a watch (stops at stream end or when until(ev)
+    is true), plus the headers response."""
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=20)
+    h = {"Accept": accept} if accept else {}
+    c.request("GET", path, headers=h)
+    r = c.getresponse()
+    assert r.status == 200, (r.status, r.read())
+    assert r.getheader("Transfer-Encoding") == "chunked"
+    evs = []
+    while len(evs) < max_events:
+        line = r.readline()
+        if not line:
+            break
+        ev = json.loads(line)
+        evs.append(ev)
+        if until and until(ev):
+            break
+    c.close()
+    return evs
+
+
+def test(fn):
+    global N, FAILED
+    N += 1
+    try:
+        fn()
+        print("ok %d - %s" % (N, fn.__name__))
+    except Exception:
+        FAILED += 1
+        print("not ok %d - %s" % (N, fn.__name__))
+        for line in traceback.format_exc().splitlines():
+            print("#   " + line)
+    sys.stdout.flush()
+    return fn
+
+
+def mkns(name):
+    st, b, _ = req("POST", "/api/v1/namespaces",
+                   {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name}})
+    assert st == 201, b
+    return b
+
+
+def cm(name, labels=None, data=None, **md):
+    m = {"name": name}
+    if labels:
+        m["labels"] = labels
+    m.update(md)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": m,
+            "data": data or {"k": "v"}}
+
+
+CM = "/api/v1/namespaces/%s/configmaps"
+
+
+# ---- discovery -------------------------------------------------------------
+
+@test
+def discovery_documents():
+    st, b, _ = req("GET", "/api")
+    assert st == 200 and b["kind"] == "APIVersions" and b["versions"] == ["v1"]
+    st, b, _ = req("GET", "/api/v1")
+    assert b["kind"] == "APIResourceList" and b["groupVersion"] == "v1"
+    r = {x["name"]: x for x in b["resources"]}
+    assert r["configmaps"]["shortNames"] == ["cm"]
+    assert r["configmaps"]["namespaced"] is True
+    assert r["namespaces"]["namespaced"] is False
+    assert "watch" in r["pods"]["verbs"] and "pods/status" in r
+    st, b, _ = req("GET", "/apis")
+    names = [g["name"] for g in b["groups"]]
+    for g in ("apps", "batch", "coordination.k8s.io",
+              "apiextensions.k8s.io", "events.k8s.io"):
+        assert g in names, names
+    st, b, _ = req("GET", "/apis/apps")
+    assert b["kind"] == "APIGroup" and \
+        b["preferredVersion"]["groupVersion"] == "apps/v1"
+    st, b, _ = req("GET", "/apis/apps/v1")
+    assert "deployments" in [x["name"] for x in b["resources"]]
+    st, b, r = req("GET", "/version")
+    assert st == 200 and b.startswith(b"{\n  \"major\"") and \
+        not b.endswith(b"\n")
+    st, b, _ = req("GET", "/healthz")
+    assert st == 200 and b == b"ok"
+    st, b, r = req("GET", "/apis/nope.example.com/v1/namespaces/x/things")
+    assert st == 404 and b == b"404 page not found\n"
+    st, b, _ = req("GET", "/apis", accept="application/json;g=apidiscovery."
+                   "k8s.io;v=v2;as=APIGroupDiscoveryList")
+    assert st == 406 and b["reason"] == "NotAcceptable"
+
+
+# ---- CRUD ------------------------------------------------------------------
+
+mkns("t-crud")
+
+
+@test
+def create_get_update_patch_delete():
+    st, b, _ = req("POST", CM % "t-crud", cm("a", {"app": "x"}))
+    assert st == 201, b
+    md = b["metadata"]
+    assert md["namespace"] == "t-crud" and len(md["uid"]) == 36
+    assert md["creationTimestamp"].endswith("Z") and "generation" not in md
+    assert list(b)[:3] == ["kind", "apiVersion", "metadata"]
+    st, g, _ = req("GET", CM % "t-crud" + "/a")
+    assert st == 200 and g == b
+    g["data"] = {"k": "v2"}
+    st, u, _ = req("PUT", CM % "t-crud" + "/a", g)
+    assert st == 200 and u["data"] == {"k": "v2"}
+    assert int(u["metadata"]["resourceVersion"]) > int(md["resourceVersion"])
+    st, p, _ = req("PATCH", CM % "t-crud" + "/a", {"data": {"z": "1"}},
+                   "application/merge-patch+json")
+    assert st == 200 and p["data"] == {"k": "v2", "z": "1"}
+    st, p, _ = req("PATCH", CM % "t-crud" + "/a",
+                   [{"op": "replace", "path": "/data/k", "value": "v3"}],
+                   "application/json-patch+json")
+    assert st == 200 and p["data"]["k"] == "v3"
+    st, p, _ = req("PATCH", CM % "t-crud" + "/a", {"data": {"s": "1"}},
+                   "application/strategic-merge-patch+json")
+    assert st == 200 and p["data"]["s"] == "1"
+    st, d, _ = req("DELETE", CM % "t-crud" + "/a")
+    assert st == 200 and d["kind"] == "Status" and d["status"] == "Success"
+    assert d["details"] == {"name": "a", "kind": "configmaps",
+                            "uid": md["uid"]}
+    st, b, _ = req("GET", CM % "t-crud" + "/a")
+    assert st == 404 and b["message"] == 'configmaps "a" not found'
+
+
+@test
+def generate_name_and_dry_run():
+    st, b, _ = req("POST", CM % "t-crud",
+                   {"metadata": {"generateName": "gen-"}, "data": {}})
+    assert st == 201 and b["metadata"]["name"].startswith("gen-")
+    assert len(b["metadata"]["name"]) == 9
+    assert all(ch in "bcdfghjklmnpqrstvwxz2456789"
+               for ch in b["metadata"]["name"][4:])
+    st, b, _ = req("POST", CM % "t-crud" + "?dryRun=All", cm("dry"))
+    assert st == 201 and "resourceVersion" not in b["metadata"]
+    st, _, _ = req("GET", CM % "t-crud" + "/dry")
+    assert st == 404
+
+
+@test
+def conflict_on_stale_update_and_existing_name():
+    st, b, _ = req("POST", CM % "t-crud", cm("c1"))
+    stale = json.loads(json.dumps(b))
+    req("PATCH", CM % "t-crud" + "/c1", {"data": {"x": "1"}},
+        "application/merge-patch+json")
+    st, e, _ = req("PUT", CM % "t-crud" + "/c1", stale)
+    assert st == 409 and e["reason"] == "Conflict", e
+    assert e["message"].startswith(
+        'Operation cannot be fulfilled on configmaps "c1": the object has '
+        'been modified')
+    st, e, _ = req("POST", CM % "t-crud", cm("c1"))
+    assert st == 409 and e["reason"] == "AlreadyExists"
+    assert e["message"] == 'configmaps "c1" already exists'
+    # missing resourceVersion on PUT is accepted for configmaps
+    del stale["metadata"]["resourceVersion"]
+    st, _, _ = req("PUT", CM % "t-crud" + "/c1", stale)
+    assert st == 200
+
+
+@test
+def not_found_errors():
+    st, e, _ = req("POST", CM % "no-such-ns", cm("x"))
+    assert st == 404 and e["message"] == 'namespaces "no-such-ns" not found'
+    assert e["details"] == {"name": "no-such-ns", "kind": "namespaces"}
+    st, e, _ = req("DELETE", CM % "t-crud" + "/missing")
+    assert st == 404 and e["reason"] == "NotFound"
+    st, e, _ = req("GET", "/api/v1/namespaces/t-crud/foos?watch=1")
+    assert st == 404 and e["message"] == \
+        "the server could not find the requested resource"
+    st, e, _ = req("POST", CM % "t-crud" + "/c1", cm("c1"))
+    assert st == 405 and e["reason"] == "MethodNotAllowed"
+
+
+@test
+def invalid_name_422():
+    st, e, _ = req("POST", CM % "t-crud", cm("Bad_Name"))
+    assert st == 422 and e["reason"] == "Invalid"
+    assert e["message"].startswith('ConfigMap "Bad_Name" is invalid: '
+                                   'metadata.name: Invalid value: "Bad_Name"'
+                                   ': a lowercase RFC 1123 subdomain')
+    assert e["details"]["causes"][0]["field"] == "metadata.name"
+
+
+@test
+def bad_requests_400():
+    st, e, _ = req("POST", CM % "t-crud", '{"apiVersion":"v1","kind":"Con')
+    assert st == 400 and e["reason"] == "BadRequest"
+    assert "couldn't get version/kind; json parse error" in e["message"]
+    st, e, _ = req("POST", "/api/v1/namespaces/t-crud/secrets", cm("k"))
+    assert st == 400 and e["message"].startswith(
+        'ConfigMap in version "v1" cannot be handled as a Secret')
+    st, e, _ = req("PUT", CM % "t-crud" + "/c1", cm("other"))
+    assert st == 400 and e["message"] == ("the name of the object (other) does"
+                                          " not match the name on the URL "
+                                          "(c1)")
+    st, e, _ = req("GET", CM % "t-crud" + "?labelSelector=app%3D%3D%3D")
+    assert st == 400 and e["reason"] == "BadRequest"
+    st, e, _ = req("GET", CM % "t-crud" + "?fieldSelector=data.k%3Dv")
+    assert st == 400 and e["message"] == (
+        '"data.k" is not a known field selector: only "metadata.name", '
+        '"metadata.namespace"')
+    st, e, _ = req("GET", CM % "t-crud" + "?limit=1&continue=notbase64!!")
+    assert st == 400 and e["message"].startswith("invalid continue token")
+    st, e, _ = req("PATCH", CM % "t-crud" + "/c1", "{}", "text/plain")
+    assert st == 415 and e["reason"] == "UnsupportedMediaType"
+
+
+@test
+def oversized_body_413_and_server_keeps_serving():
+    big = cm("big", data={"k": "x" * 200000})
+    st, e, _ = req("POST", CM % "t-crud", big)
+    assert st == 413 and e["reason"] == "RequestEntityTooLarge", (st, e)
+    st, _, _ = req("GET", CM % "t-crud" + "/c1")
+    assert st == 200
+    st, _, _ = req("GET", CM % "t-crud" + "/big")
+    assert st == 404
+
+
+DEP = "/apis/apps/v1/namespaces/t-crud/deployments"
+
+
+def deployment(name, replicas=1):
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas,
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [
+                                      {"name": "c", "image": "nginx"}]}}},
+            "status": {"replicas": 99}}
+
+
+@test
+def generation_bumps_on_spec_only():
+    st, d, _ = req("POST", DEP, deployment("web"))
+    assert st == 201 and d["metadata"]["generation"] == 1
+    assert "status" not in d  # ignored on create (status subresource)
+    st, d, _ = req("PATCH", DEP + "/web", {"metadata": {"labels": {"a": "b"}}},
+                   "application/merge-patch+json")
+    assert d["metadata"]["generation"] == 1
+    st, d, _ = req("PATCH", DEP + "/web", {"spec": {"replicas": 3}},
+                   "application/merge-patch+json")
+    assert d["metadata"]["generation"] == 2 and d["spec"]["replicas"] == 3
+
+
+@test
+def status_subresource():
+    st, d, _ = req("PATCH", DEP + "/web/status",
+                   {"status": {"readyReplicas": 2}, "spec": {"replicas": 7}},
+                   "application/merge-patch+json")
+    assert st == 200, d
+    assert d["status"] == {"readyReplicas": 2}
+    assert d["spec"]["replicas"] == 3 and d["metadata"]["generation"] == 2
+    st, d, _ = req("PATCH", DEP + "/web", {"status": {"readyReplicas": 9}},
+                   "application/merge-patch+json")
+    assert d["status"] == {"readyReplicas": 2}
+
+
+@test
+def finalizer_keeps_object_until_removed():
+    req("POST", CM % "t-crud", cm("fin", finalizers=["example.com/hold"]))
+    st, d, _ = req("DELETE", CM % "t-crud" + "/fin")
+    assert st == 200 and d["kind"] == "ConfigMap"
+    assert d["metadata"]["deletionTimestamp"].endswith("Z")
+    assert d["metadata"]["deletionGracePeriodSeconds"] == 0
+    st, g, _ = req("GET", CM % "t-crud" + "/fin")
+    assert st == 200
+    rv = g["metadata"]["resourceVersion"]
+    st, p, _ = req("PATCH", CM % "t-crud" + "/fin",
+                   [{"op": "remove", "path": "/metadata/finalizers"}],
+                   "application/json-patch+json")
+    assert st == 200 and p["metadata"]["resourceVersion"] == rv
+    st, _, _ = req("GET", CM % "t-crud" + "/fin")
+    assert st == 404
+
+
+def owned(name, owner):
+    return cm(name, ownerReferences=[{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]
+        ["name"], "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": True}])
+
+
+def wait_gone(path, secs=5):
+    t = time.time() + secs
+    while time.time() < t:
+        if req("GET", path)[0] == 404:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@test
+def foreground_cascade():
+    _, o, _ = req("POST", CM % "t-crud", cm("own-fg"))
+    req("POST", CM % "t-crud", owned("dep-fg-1", o))
+    req("POST", CM % "t-crud", owned("dep-fg-2", o))
+    st, d, _ = req("DELETE", CM % "t-crud" + "/own-fg",
+                   {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "propagationPolicy": "Foreground"})
+    assert st == 200 and d["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert wait_gone(CM % "t-crud" + "/own-fg")
+    assert req("GET", CM % "t-crud" + "/dep-fg-1")[0] == 404
+    assert req("GET", CM % "t-crud" + "/dep-fg-2")[0] == 404
+
+
+@test
+def background_cascade_and_orphan():
+    _, o, _ = req("POST", CM % "t-crud", cm("own-bg"))
+    req("POST", CM % "t-crud", owned("dep-bg", o))
+    st, d, _ = req("DELETE", CM % "t-crud" + "/own-bg?propagationPolicy="
+                   "Background")
+    assert st == 200 and d["kind"] == "Status"
+    assert wait_gone(CM % "t-crud" + "/dep-bg")
+    _, o, _ = req("POST", CM % "t-crud", cm("own-or"))
+    req("POST", CM % "t-crud", owned("dep-or", o))
+    st, d, _ = req("DELETE", CM % "t-crud" + "/own-or",
+                   {"propagationPolicy": "Orphan"})
+    assert d["metadata"]["finalizers"] == ["orphan"]
+    assert wait_gone(CM % "t-crud" + "/own-or")
+    st, dep, _ = req("GET", CM % "t-crud" + "/dep-or")
+    assert st == 200 and "ownerReferences" not in dep["metadata"]
+
+
+@test
+def namespace_terminating():
+    mkns("t-nsdel")
+    req("POST", CM % "t-nsdel", cm("inside"))
+    req("POST", CM % "t-nsdel", cm("held", finalizers=["x/y"]))
+    st, d, _ = req("DELETE", "/api/v1/namespaces/t-nsdel")
+    assert st == 200 and d["status"]["phase"] == "Terminating"
+    st, e, _ = req("POST", CM % "t-nsdel", cm("late"))
+    assert st == 403 and e["details"]["causes"][0]["reason"] == \
+        "NamespaceTerminating"
+    assert wait_gone(CM % "t-nsdel" + "/inside")
+    time.sleep(0.4)
+    assert req("GET", "/api/v1/namespaces/t-nsdel")[0] == 200  # held
+    req("PATCH", CM % "t-nsdel" + "/held", {"metadata": {"finalizers": None}},
+        "application/merge-patch+json")
+    assert wait_gone("/api/v1/namespaces/t-nsdel")
+
+
+# ---- lists -----------------------------------------------------------------
+
+mkns("t-list")
+for i in range(1, 8):
+    lab = {"app": "web" if i <= 3 else "db"}
+    if i % 2:
+        lab["tier"] = "frontend"
+    if i == 7:
+        lab = {"env": "prod"}
+    req("POST", CM % "t-list", cm("cm-%d" % i, lab))
+
+
+def names(lst):
+    return [x["metadata"]["name"] for x in lst["items"]]
+
+
+@test
+def list_paging_with_continue():
+    st, p1, _ = req("GET", CM % "t-list" + "?limit=3")
+    assert names(p1) == ["cm-1", "cm-2", "cm-3"]
+    assert "kind" not in p1["items"][0]
+    assert p1["metadata"]["remainingItemCount"] == 4
+    tok = p1["metadata"]["continue"]
+    dec = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
+    assert dec == {"v": "meta.k8s.io/v1",
+                   "rv": int(p1["metadata"]["resourceVersion"]),
+                   "start": "cm-3\u0000"}
+    # a change between pages does not show in the snapshot
+    req("PATCH", CM % "t-list" + "/cm-5", {"data": {"new": "1"}},
+        "application/merge-patch+json")
+    req("POST", CM % "t-list", cm("cm-45"))
+    st, p2, _ = req("GET", CM % "t-list" + "?limit=3&continue=" + tok)
+    assert names(p2) == ["cm-4", "cm-5", "cm-6"], names(p2)
+    assert "new" not in p2["items"][1]["data"]
+    assert p2["metadata"]["resourceVersion"] == p1["metadata"]["resourceVersion"]
+    assert p2["metadata"]["remainingItemCount"] == 1
+    st, p3, _ = req("GET", CM % "t-list" + "?limit=3&continue=" +
+                    p2["metadata"]["continue"])
+    assert names(p3) == ["cm-7"] and "continue" not in p3["metadata"]
+    req("DELETE", CM % "t-list" + "/cm-45")
+    st, full, _ = req("GET", CM % "t-list")
+    assert names(full) == ["cm-%d" % i for i in range(1, 8)]
+    st, rv0, _ = req("GET", CM % "t-list" + "?resourceVersion=0&limit=3")
+    assert len(rv0["items"]) == 7 and "continue" not in rv0["metadata"]
+
+
+@test
+def expired_continue_410():
+    st, p1, _ = req("GET", CM % "t-list" + "?limit=2")
+    tok = p1["metadata"]["continue"]
+    for i in range(60):  # history is 50
+        req("PATCH", CM % "t-crud" + "/c1", {"data": {"n": str(i)}},
+            "application/merge-patch+json")
+    st, e, _ = req("GET", CM % "t-list" + "?limit=2&continue=" + tok)
+    assert st == 410 and e["reason"] == "Expired", e
+    assert e["message"].startswith("The provided continue parameter is too "
+                                   "old")
+    t2 = e["metadata"]["continue"]
+    dec = json.loads(base64.urlsafe_b64decode(t2 + "=" * (-len(t2) % 4)))
+    assert dec["rv"] == -1 and dec["start"] == "cm-2\u0000"
+    st, e, _ = req("GET", CM % "t-list" + "?resourceVersion=%s&"
+                   "resourceVersionMatch=Exact" %
+                   p1["metadata"]["resourceVersion"])
+    assert st == 410 and e["message"] == ("The resourceVersion for the "
+                                          "provided list is too old.")
+
+
+@test
+def label_selectors_every_operator():
+    def sel(q):
+        st, b, _ = req("GET", CM % "t-list" + "?labelSelector=" + q)
+        assert st == 200, b
+        return names(b)
+    assert sel("app%3Dweb") == ["cm-1", "cm-2", "cm-3"]
+    assert sel("app%3D%3Dweb") == ["cm-1", "cm-2", "cm-3"]
+    assert sel("app%21%3Dweb") == ["cm-4", "cm-5", "cm-6", "cm-7"]
+    assert sel("env") == ["cm-7"]
+    assert sel("%21app") == ["cm-7"]
+    assert sel("app%20in%20%28db%29%2Ctier%20notin%20%28frontend%29") == \
+        ["cm-4", "cm-6"]
+    st, b, _ = req("GET", "/api/v1/configmaps?labelSelector=env%3Dprod")
+    assert names(b) == ["cm-7"]
+
+
+@test
+def field_selectors():
+    st, b, _ = req("GET", CM % "t-list" + "?fieldSelector=metadata.name%3Dcm-3")
+    assert names(b) == ["cm-3"]
+    st, b, _ = req("GET", CM % "t-list" + "?fieldSelector=metadata.name%21%3D"
+                   "cm-1&labelSelector=app%3Dweb")
+    assert names(b) == ["cm-2", "cm-3"]
+    st, b, _ = req("GET", "/api/v1/configmaps?fieldSelector=metadata."
+                   "namespace%3Dt-list")
+    assert len(b["items"]) == 7
+
+
+@test
+def metadata_only_list_and_get():
+    acc = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+    st, b, _ = req("GET", CM % "t-list", accept=acc)
+    assert b["kind"] == "PartialObjectMetadataList"
+    assert b["apiVersion"] == "meta.k8s.io/v1"
+    it = b["items"][0]
+    assert it["kind"] == "PartialObjectMetadata" and "data" not in it
+    st, g, _ = req("GET", CM % "t-list" + "/cm-1", accept=acc.replace(
+        "List", ""))
+    assert g["kind"] == "PartialObjectMetadata" and g["metadata"]["name"] == \
+        "cm-1"
+
+
+@test
+def table_accept_answers_plain_list():
+    st, b, _ = req("GET", CM % "t-list" + "?limit=500", accept=(
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;"
+        "as=Table;v=v1beta1;g=meta.k8s.io,application/json"))
+    assert st == 200 and b["kind"] in ("Table", "ConfigMapList")
+
+
+# ---- watch -----------------------------------------------------------------
+
+@test
+def watch_from_rv0_synthetic_added():
+    evs = watch(CM % "t-list" + "?watch=1&resourceVersion=0&timeoutSeconds=1")
+    assert sorted(e["object"]["metadata"]["name"] for e in evs) == \
+        ["cm-%d" % i for i in range(1, 8)]
+    assert all(e["type"] == "ADDED" for e in evs)
+    assert evs[0]["object"]["kind"] == "ConfigMap"
+
+
+@test
+def watch_from_list_rv_sees_later_changes():
+    mkns("t-w")
+    st, l, _ = req("GET", CM % "t-w")
+    rv = l["metadata"]["resourceVersion"]
+    req("POST", CM % "t-w", cm("w1"))
+    req("PATCH", CM % "t-w" + "/w1", {"data": {"a": "b"}},
+        "application/merge-patch+json")
+    req("DELETE", CM % "t-w" + "/w1")
+    evs = watch(CM % "t-w" + "?watch=1&resourceVersion=%s&timeoutSeconds=1"
+                % rv)
+    assert [e["type"] for e in evs] == ["ADDED", "MODIFIED", "DELETED"]
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in evs]
+    assert rvs[0] < rvs[1] < rvs[2]
+    assert evs[2]["object"]["data"] == {"k": "v", "a": "b"}
+
+
+@test
+def watch_too_old_error_410():
+    evs = watch(CM % "t-list" + "?watch=1&resourceVersion=1&"
+                "allowWatchBookmarks=true&timeoutSeconds=300")
+    assert len(evs) == 1 and evs[0]["type"] == "ERROR"
+    o = evs[0]["object"]
+    assert o["code"] == 410 and o["reason"] == "Expired"
+    assert o["message"].startswith("too old resource version: 1 (")
+    assert list(o) == ["kind", "apiVersion", "metadata", "status", "message",
+                       "reason", "code"]
+
+
+@test
+def watch_bookmarks_and_timeout():
+    t0 = time.time()
+    evs = watch(CM % "t-w" + "?watch=1&resourceVersion=%s&"
+                "allowWatchBookmarks=true&timeoutSeconds=3" %
+                req("GET", CM % "t-w")[1]["metadata"]["resourceVersion"])
+    assert 2.5 < time.time() - t0 < 6
+    bms = [e for e in evs if e["type"] == "BOOKMARK"]
+    assert bms and len(bms) == len(evs)
+    assert list(bms[0]["object"]) == ["kind", "apiVersion", "metadata"]
+    assert bms[0]["object"]["metadata"]["creationTimestamp"] is None
+    evs = watch(CM % "t-w" + "?watch=1&resourceVersion=%s&timeoutSeconds=2" %
+                req("GET", CM % "t-w")[1]["metadata"]["resourceVersion"])
+    assert evs == []
+
+
+@test
+def watch_send_initial_events():
+    evs = watch(CM % "t-list" + "?watch=1&sendInitialEvents=true&"
+                "resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+                "&timeoutSeconds=5",
+                until=lambda e: e["type"] == "BOOKMARK")
+    assert [e["type"] for e in evs] == ["ADDED"] * 7 + ["BOOKMARK"]
+    assert evs[-1]["object"]["metadata"]["annotations"] == \
+        {"k8s.io/initial-events-end": "true"}
+    st, e, _ = req("GET", CM % "t-list" + "?watch=1&resourceVersion=1&"
+                   "resourceVersionMatch=NotOlderThan")
+    assert st == 422 and "forbidden for watch" in e["message"]
+
+
+@test
+def watch_label_selector_enter_and_leave():
+    rv = req("GET", CM % "t-w")[1]["metadata"]["resourceVersion"]
+    req("POST", CM % "t-w", cm("w2", {"stage": "on"}))
+    req("PATCH", CM % "t-w" + "/w2", {"metadata": {"labels": {"stage":
+                                                               "off"}}},
+        "application/merge-patch+json")
+    req("PATCH", CM % "t-w" + "/w2", {"metadata": {"labels": {"stage":
+                                                               "on"}}},
+        "application/merge-patch+json")
+    evs = watch(CM % "t-w" + "?watch=1&labelSelector=stage%%3Don&"
+                "resourceVersion=%s&timeoutSeconds=1" % rv)
+    assert [e["type"] for e in evs] == ["ADDED", "DELETED", "ADDED"]
+    assert evs[1]["object"]["metadata"]["labels"] == {"stage": "off"}
+    evs = watch(CM % "t-w" + "?watch=1&fieldSelector=metadata.name%%3Dnope&"
+                "resourceVersion=%s&timeoutSeconds=1" % rv)
+    assert evs == []
+
+
+@test
+def watch_metadata_only():
+    evs = watch(CM % "t-list" + "?watch=1&timeoutSeconds=1",
+                accept="application/json;as=PartialObjectMetadata;"
+                "g=meta.k8s.io;v=v1")
+    assert len(evs) == 7
+    assert evs[0]["object"]["kind"] == "PartialObjectMetadata"
+    assert "data" not in evs[0]["object"]
+
+
+# ---- CRDs ------------------------------------------------------------------
+
+CRD = {"apiVersion": "apiextensions.k8s.io/v1",
+       "kind": "CustomResourceDefinition",
+       "metadata": {"name": "widgets.test.example.com"},
+       "spec": {"group": "test.example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget",
+                          "kind": "Widget", "listKind": "WidgetList",
+                          "shortNames": ["wdg"]},
+                "versions": [{"name": "v1", "served": True, "storage": True,
+                              "subresources": {"status": {}}}]}}
+
+
+@test
+def crd_served_and_custom_resources():
+    st, c, _ = req("POST", "/apis/apiextensions.k8s.io/v1/"
+                   "customresourcedefinitions", CRD)
+    assert st == 201 and c["status"]["conditions"] is None
+    st, c, _ = req("GET", "/apis/apiextensions.k8s.io/v1/"
+                   "customresourcedefinitions/widgets.test.example.com")
+    conds = {x["type"]: x["status"] for x in c["status"]["conditions"]}
+    assert conds == {"NamesAccepted": "True", "Established": "True"}
+    st, d, _ = req("GET", "/apis/test.example.com/v1")
+    assert [x["name"] for x in d["resources"]] == ["widgets",
+                                                   "widgets/status"]
+    st, w, _ = req("POST", "/apis/test.example.com/v1/namespaces/t-w/widgets",
+                   {"apiVersion": "test.example.com/v1", "kind": "Widget",
+                    "metadata": {"name": "wd-1"}, "spec": {"size": 3,
+                                                           "color": "red"},
+                    "status": {"phase": "Ignored"}})
+    assert st == 201, w
+    assert list(w) == ["apiVersion", "kind", "metadata", "spec"]
+    assert list(w["metadata"]) == sorted(w["metadata"])
+    assert w["metadata"]["generation"] == 1
+    evs = watch("/apis/test.example.com/v1/namespaces/t-w/widgets?watch=1&"
+                "resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=2"
+                % w["metadata"]["resourceVersion"],
+                until=lambda e: e["type"] == "BOOKMARK")
+    assert evs[-1]["object"] == {"apiVersion": "test.example.com/v1",
+                                 "kind": "Widget", "metadata": {
+                                     "resourceVersion": evs[-1]["object"]
+                                     ["metadata"]["resourceVersion"]}}
+    st, d, _ = req("DELETE", "/apis/test.example.com/v1/namespaces/t-w/"
+                   "widgets/wd-1")
+    assert st == 200 and d["details"]["group"] == "test.example.com"
+
+
+# ---- protobuf, auth, TLS ---------------------------------------------------
+
+PB = bytes.fromhex(  # kubectl/02_create_configmap.log, namespace wire-kc
+    "6b3873000a0f0a02763112094" "36f6e6669674d6170122e0a1c0a056b632d636d"
+    "12001a07776972652d6b6322002a0032003800420012060a016112013112060a"
+    "0162120132" "1a002200")
+
+
+@test
+def protobuf_create_configmap():
+    mkns("wire-kc")
+    st, b, _ = req("POST", CM % "wire-kc" + "?fieldManager=kubectl-create",
+                   PB, ctype="application/vnd.kubernetes.protobuf",
+                   accept="application/vnd.kubernetes.protobuf,"
+                   "application/json")
+    assert st == 201, (st, b)
+    assert b["metadata"]["name"] == "kc-cm" and b["data"] == {"a": "1",
+                                                               "b": "2"}
+
+
+def start_server(*args):
+    p = subprocess.Popen([KLUA, "serve", "--listen", "127.0.0.1:0"] +
+                         list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert line.startswith("listening on "), (line, p.stderr.read())
+    return p, line.split()[-1]
+
+
+@test
+def token_auth_401():
+    p, url = start_server("--token", "s3cret")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        st, e, _ = req("GET", CM % "default", port=port,
+                       headers={"Authorization": "Bearer wrong"})
+        assert st == 401 and e == {"kind": "Status", "apiVersion": "v1",
+                                   "metadata": {}, "status": "Failure",
+                                   "message": "Unauthorized",
+                                   "reason": "Unauthorized", "code": 401}
+        st, e, _ = req("GET", CM % "default", port=port)
+        assert st == 401
+        st, b, _ = req("GET", CM % "default", port=port,
+                       headers={"Authorization": "Bearer s3cret"})
+        assert st == 200 and b["kind"] == "ConfigMapList"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+@test
+def tls_and_kubeconfig():
+    d = tempfile.mkdtemp()
+    crt, key, kc = (os.path.join(d, x) for x in ("c.pem", "k.pem", "kc"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    p, url = start_server("--tls-cert", crt, "--tls-key", key, "--token",
+                          "t", "--kubeconfig-out", kc)
+    try:
+        assert url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=crt)
+        host, port = url[8:].rsplit(":", 1)
+        c = http.client.HTTPSConnection(host, int(port), context=ctx,
+                                        timeout=10)
+        st, b, _ = req("GET", "/api/v1/namespaces", conn=c,
+                       headers={"Authorization": "Bearer t"})
+        assert st == 200 and "default" in names(b)
+        text = open(kc).read()
+        assert "server: " + url in text and "token: t" in text
+        assert "certificate-authority-data: " in text
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+print("1..%d" % N)
+sys.exit(1 if FAILED else 0)
