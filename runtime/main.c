@@ -1,5 +1,4 @@
 /* main.c: the klua command line: parses the subcommand and dispatches. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,16 +17,6 @@ static const char usage[] =
     "  help       print this help\n"
     "\n"
     "Run 'klua <command> --help' for a command's options.\n";
-
-int kl_cli_usage_error(const char *sub, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "klua %s: ", sub);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nRun 'klua %s --help' for usage.\n", sub);
-  va_end(ap);
-  return 2;
-}
 
 typedef struct {
   const char *name;
