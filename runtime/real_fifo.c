@@ -238,7 +238,7 @@ int kl_real_fifo_pop(kl_real_fifo *f, double timeout,
                      kl_fifo_process_fn process, void *ud) {
   int rc = enter(f);
   if (rc) return rc;
-  kl_deltas d;
+  kl_deltas d = KL_DELTAS_INIT;
   bool initial;
   rc = wait_and_take(f, timeout, &d, &initial);
   if (rc == 0 && process) {
@@ -248,7 +248,7 @@ int kl_real_fifo_pop(kl_real_fifo *f, double timeout,
     tl_processing = saved;
   }
   pthread_mutex_unlock(&f->mu);
-  if (rc != KL_ECLOSED && rc != KL_ETIMEDOUT) kl_deltas_free(&d);
+  kl_deltas_free(&d); /* empty when nothing was taken */
   return rc;
 }
 
