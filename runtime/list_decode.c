@@ -339,16 +339,10 @@ static int on_item(kl_list_decoder *d, const char *p, size_t n) {
   return rc < 0 ? rc : 1;
 }
 
-/* A NEW copy of a string value; "" when not a string. (Not
- * kl_json_strdup: it leaves "" unterminated.) */
+/* A NEW copy of a string value; "" when not a string. */
 static char *member_str(kl_span v) {
-  kl_buf b = KL_BUF_INIT;
-  if (kl_json_type(v) == 's' && kl_json_unescape(v, &b) == 0) {
-    kl_buf_add(&b, "", 0); /* terminate even when empty */
-    return kl_buf_detach(&b, NULL);
-  }
-  kl_buf_free(&b);
-  return kl_strdup("");
+  char *s = kl_json_strdup(v);
+  return s ? s : kl_strdup("");
 }
 
 /* Interprets a top-level member other than items. */

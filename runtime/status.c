@@ -8,18 +8,11 @@
 #include "json.h"
 
 /* A NEW copy of the string member key of obj; "" when absent or not a
- * string. (Not kl_json_strdup: it leaves "" unterminated.) */
+ * string. */
 static char *str_member(kl_span obj, const char *key) {
   kl_span v;
-  if (kl_json_getv(obj, &key, 1, &v) && kl_json_type(v) == 's') {
-    kl_buf b = KL_BUF_INIT;
-    if (kl_json_unescape(v, &b) == 0) {
-      kl_buf_add(&b, "", 0); /* terminate even when empty */
-      return kl_buf_detach(&b, NULL);
-    }
-    kl_buf_free(&b);
-  }
-  return kl_strdup("");
+  char *s = kl_json_getv(obj, &key, 1, &v) ? kl_json_strdup(v) : NULL;
+  return s ? s : kl_strdup("");
 }
 
 /* An integer member; 0 when absent, not a number or out of int range. */

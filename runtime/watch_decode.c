@@ -111,7 +111,6 @@ static void short_str(kl_span s, char *out, size_t cap) {
   if (kl_json_type(s) != 's' || kl_json_unescape(s, &b) != 0) {
     snprintf(out, cap, "(not a string)");
   } else {
-    kl_buf_add(&b, "", 0); /* terminate even when empty */
     snprintf(out, cap, "%.64s%s", b.data, b.len > 64 ? "..." : "");
   }
   kl_buf_free(&b);

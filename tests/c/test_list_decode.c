@@ -258,6 +258,7 @@ TEST(kind_after_items) {
   CHECK_EQ_INT(decode_str(CR_LIST, NULL, &l, &err), 0);
   CHECK_EQ_INT(l.nitems, 2);
   CHECK_EQ_STR(l.resource_version, "243");
+  CHECK_EQ_STR(l.continue_token, ""); /* an empty string member */
   CHECK_EQ_INT(l.remaining_item_count, -1);
   for (size_t i = 0; i < l.nitems; i++) {
     kl_span v;
