@@ -232,6 +232,19 @@ int kl_as_faults_init(kl_apiserver *s, const char *spec, char **err);
 bool kl_as_faults_handle(kl_apiserver *s, const kl_as_http_req *req,
                          kl_as_reply *rep);
 void kl_as_faults_free(kl_apiserver *s);
+/* Watch streams (apiserver_http.c, on the stream's thread). watch_open runs
+ * when a watch response starts and returns a NEW per-stream state (may be
+ * NULL); watch_bytes sees each batch of event bytes before it is sent and
+ * may shorten or extend out, returning KL_AS_FW_SEND, KL_AS_FW_END (send,
+ * then end the stream cleanly) or KL_AS_FW_ABORT (send, then drop the
+ * connection without the final chunk); watch_alive is polled while the
+ * stream is idle and before each batch (false ends it cleanly);
+ * watch_close frees the state (NULL-safe). */
+enum { KL_AS_FW_SEND = 0, KL_AS_FW_END, KL_AS_FW_ABORT };
+void *kl_as_faults_watch_open(kl_apiserver *s, const kl_as_http_req *req);
+int kl_as_faults_watch_bytes(kl_apiserver *s, void *fw, kl_buf *out);
+bool kl_as_faults_watch_alive(kl_apiserver *s, void *fw);
+void kl_as_faults_watch_close(kl_apiserver *s, void *fw);
 
 /* apiserver_openapi.c: for paths under /openapi/. false: 404 page not
  * found. */

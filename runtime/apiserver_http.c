@@ -23,6 +23,7 @@ void kl__as_http_stop(void *http);
 typedef struct conn_ctx {
   kl_buf body;
   bool too_big;
+  const char *url; /* borrowed from libmicrohttpd for the request */
 } conn_ctx;
 
 static const char *hdr(struct MHD_Connection *c, const char *k) {
@@ -138,6 +139,9 @@ typedef struct watch_ctx {
   struct MHD_Connection *c;
   kl_buf out;
   size_t off;
+  kl_apiserver *s;
+  void *fw;  /* fault-injection state of this stream */
+  int after; /* KL_AS_FW_* once out is sent */
 } watch_ctx;
 
 static bool conn_alive(void *ud) {
@@ -150,17 +154,21 @@ static bool conn_alive(void *ud) {
   if (n == 0) return false;
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
     return false;
-  return true;
+  return kl_as_faults_watch_alive(wc->s, wc->fw);
 }
 
 static ssize_t watch_reader(void *cls, uint64_t pos, char *buf, size_t max) {
   (void)pos;
   watch_ctx *wc = cls;
   while (wc->off >= wc->out.len) {
+    if (wc->after == KL_AS_FW_END) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (wc->after == KL_AS_FW_ABORT) return MHD_CONTENT_READER_END_WITH_ERROR;
     wc->out.len = 0;
     wc->off = 0;
-    if (!kl_as_watch_next(wc->w, &wc->out, conn_alive, wc))
+    if (!kl_as_faults_watch_alive(wc->s, wc->fw) ||
+        !kl_as_watch_next(wc->w, &wc->out, conn_alive, wc))
       return MHD_CONTENT_READER_END_OF_STREAM;
+    wc->after = kl_as_faults_watch_bytes(wc->s, wc->fw, &wc->out);
   }
   size_t n = wc->out.len - wc->off;
   if (n > max) n = max;
@@ -172,14 +180,20 @@ static ssize_t watch_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 static void watch_free(void *cls) {
   watch_ctx *wc = cls;
   kl_as_watch_close(wc->w);
+  kl_as_faults_watch_close(wc->s, wc->fw);
   kl_buf_free(&wc->out);
   free(wc);
 }
 
-static enum MHD_Result start_watch(struct MHD_Connection *c, kl_as_watch *w) {
+static enum MHD_Result start_watch(kl_apiserver *s, struct MHD_Connection *c,
+                                   kl_as_watch *w, const conn_ctx *cc) {
   watch_ctx *wc = kl_calloc(1, sizeof *wc);
   wc->w = w;
   wc->c = c;
+  wc->s = s;
+  kl_as_http_req req = {"GET", cc->url ? cc->url : "", hdr(c, "Accept"),
+                        "", hdr(c, "User-Agent"), NULL, 0, c};
+  wc->fw = kl_as_faults_watch_open(s, &req);
   struct MHD_Response *resp = MHD_create_response_from_callback(
       MHD_SIZE_UNKNOWN, 32 * 1024, watch_reader, wc, watch_free);
   MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -356,7 +370,7 @@ static enum MHD_Result serve_resource(kl_apiserver *s,
       if (qbool(c, "watch")) {
         kl_as_watch *w = NULL;
         if (kl_as_watch_open(s, res, ns, &o, &w, &r) == 0) {
-          rc = start_watch(c, w);
+          rc = start_watch(s, c, w, cc);
           answered = true;
         }
       } else {
@@ -419,6 +433,7 @@ static bool authorized(kl_apiserver *s, struct MHD_Connection *c) {
 static enum MHD_Result dispatch(kl_apiserver *s, struct MHD_Connection *c,
                                 const char *url, const char *method,
                                 conn_ctx *cc) {
+  cc->url = url;
   bool health = !strcmp(url, "/version") || !strncmp(url, "/healthz", 8) ||
                 !strncmp(url, "/livez", 6) || !strncmp(url, "/readyz", 7);
   if (!authorized(s, c) && !(health && !hdr(c, "Authorization")[0]))
