@@ -1,0 +1,405 @@
+-- End-to-end tests of the example controllers: the real klua binary runs
+-- each example (`klua run SCRIPT --kubeconfig F`) against `klua serve` over
+-- real HTTP; the tests change objects through the API with curl and check
+-- the results through the API, polling for at most WAIT seconds.
+-- Environment (set by scripts/run-tests.sh): KLUA_BIN, KLUA_ROOT.
+local json = require("klua.json")
+
+local ROOT = os.getenv("KLUA_ROOT") or "."
+local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local WAIT = 10 -- seconds any single expectation may take
+
+---------------------------------------------------------------------------
+-- Processes and files
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd) -- -> true when the command exited 0
+  local a, _, c = os.execute(cmd)
+  return a == true or a == 0 or (a == nil and c == 0)
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function sleep(s) sh("sleep " .. s) end
+
+local function tmpdir()
+  local p = io.popen("mktemp -d")
+  local d = p:read("*l")
+  p:close()
+  return d
+end
+
+-- Starts cmd in the background (stdout and stderr to log); returns its pid.
+local function spawn(cmd, log)
+  local p = io.popen("( " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  assert(pid, "could not start: " .. cmd)
+  return pid
+end
+
+local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
+
+-- SIGTERM, then SIGKILL if the process is still there after 3 s.
+local function stop(pid)
+  if not pid or not alive(pid) then return end
+  sh("kill -TERM " .. pid .. " 2>/dev/null")
+  for _ = 1, 30 do
+    if not alive(pid) then return end
+    sleep(0.1)
+  end
+  sh("kill -KILL " .. pid .. " 2>/dev/null")
+end
+
+local function tail(path, n)
+  local s = read(path) or ""
+  local lines = {}
+  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  return table.concat(lines, "\n", math.max(1, #lines - (n or 25) + 1))
+end
+
+---------------------------------------------------------------------------
+-- One server plus one controller
+
+local Cluster = {}
+Cluster.__index = Cluster
+
+-- start({ seed = path, before = function(c) end, script = path }): starts
+-- `klua serve`, runs before(c) (e.g. to create a CRD), then `klua run`.
+local function start(opts)
+  local c = setmetatable({ dir = tmpdir(), n = 0 }, Cluster)
+  c.kubeconfig = c.dir .. "/kubeconfig"
+  c.server_log = c.dir .. "/serve.log"
+  c.controller_log = c.dir .. "/controller.log"
+  local cmd = q(KLUA) .. " serve --listen 127.0.0.1:0 --kubeconfig-out " .. q(c.kubeconfig)
+  if opts.seed then cmd = cmd .. " --seed " .. q(opts.seed) end
+  c.server = spawn(cmd, c.server_log)
+  for _ = 1, 100 do
+    local out = read(c.server_log) or ""
+    c.url = out:match("listening on (http://[%d%.:]+)")
+    if c.url and read(c.kubeconfig) then break end
+    if not alive(c.server) then break end
+    sleep(0.05)
+  end
+  if not c.url then
+    c:stop()
+    error("klua serve did not start:\n" .. tail(c.server_log))
+  end
+  if opts.before then opts.before(c) end
+  c.controller = spawn("exec " .. q(KLUA) .. " run " .. q(opts.script) .. " --kubeconfig " .. q(c.kubeconfig),
+    c.controller_log)
+  return c
+end
+
+function Cluster:stop()
+  stop(self.controller)
+  stop(self.server)
+  if self.dir then sh("rm -rf " .. q(self.dir)) end
+end
+
+-- request(method, path, body, content_type) -> http code, decoded body (or
+-- the raw text when it is not JSON).
+function Cluster:request(method, path, body, ctype)
+  self.n = self.n + 1
+  local out = self.dir .. "/resp" .. self.n
+  local cmd = "curl -sS -o " .. q(out) .. " -w '%{http_code}' -X " .. method
+  if body ~= nil then
+    local f = self.dir .. "/req" .. self.n
+    write(f, type(body) == "string" and body or assert(json.encode(body)))
+    cmd = cmd .. " -H " .. q("Content-Type: " .. (ctype or "application/json")) .. " --data-binary @" .. q(f)
+  end
+  local p = io.popen(cmd .. " " .. q(self.url .. path) .. " 2>&1")
+  local code = p:read("*a")
+  p:close()
+  local text = read(out) or ""
+  os.remove(out)
+  local v = json.decode(text)
+  return tonumber(code) or code, v == nil and text or v
+end
+
+function Cluster:get(path)
+  local code, v = self:request("GET", path)
+  if code == 200 then return v end
+  if code == 404 then return nil end
+  error("GET " .. path .. ": HTTP " .. tostring(code) .. " " .. tostring(json.encode(v) or v))
+end
+
+-- A write that must succeed (2xx); returns the decoded answer.
+function Cluster:must(method, path, body, ctype)
+  local code, v = self:request(method, path, body, ctype)
+  if type(code) ~= "number" or code < 200 or code > 299 then
+    error(method .. " " .. path .. ": HTTP " .. tostring(code) .. " " .. tostring(json.encode(v) or v), 2)
+  end
+  return v
+end
+
+function Cluster:merge(path, patch)
+  return self:must("PATCH", path, patch, "application/merge-patch+json")
+end
+
+-- wait(what, fn): polls fn (every 0.1 s, up to WAIT s) until it returns a
+-- truthy value, which it returns. On timeout the test fails with what the
+-- last call returned and the controller's log.
+function Cluster:wait(what, fn)
+  local deadline = os.time() + WAIT + 1
+  local last
+  repeat
+    local ok, v, why = pcall(fn)
+    if ok and v then return v end
+    last = ok and why or v
+    if self.controller and not alive(self.controller) then
+      error("the controller exited while waiting for " .. what .. "\n--- controller log:\n" ..
+        tail(self.controller_log), 2)
+    end
+    sleep(0.1)
+  until os.time() >= deadline
+  error("timed out waiting for " .. what .. (last and (" (" .. tostring(last) .. ")") or "") ..
+    "\n--- controller log:\n" .. tail(self.controller_log), 2)
+end
+
+local function cm_path(ns, name)
+  return "/api/v1/namespaces/" .. ns .. "/configmaps" .. (name and ("/" .. name) or "")
+end
+
+local function configmap(ns, name, data, labels)
+  return { apiVersion = "v1", kind = "ConfigMap",
+           metadata = { namespace = ns, name = name, labels = labels }, data = data }
+end
+
+-- same string map (nil = empty)
+local function same(a, b)
+  for k, v in pairs(a or {}) do if (b or {})[k] ~= v then return false end end
+  for k, v in pairs(b or {}) do if (a or {})[k] ~= v then return false end end
+  return true
+end
+
+local function has_run()
+  local p = io.popen(q(KLUA) .. " --help 2>&1")
+  local s = p:read("*a")
+  p:close()
+  return s:match("\n%s+run%s") ~= nil
+end
+
+---------------------------------------------------------------------------
+
+-- Without `klua run` nothing below can work: one failure says so, instead
+-- of a dozen timeouts.
+local RUN = has_run()
+describe("examples end to end", function()
+  it("klua has the run command", function()
+    assert.is_true(RUN, KLUA .. " --help lists no 'run' command")
+  end)
+end)
+if not RUN then return end
+
+describe("configmap-mirror end to end", function()
+  local c
+  setup(function()
+    c = start({ seed = ROOT .. "/examples/seed", script = ROOT .. "/examples/configmap-mirror.lua" })
+  end)
+  teardown(function() if c then c:stop() end end)
+
+  local function copy_data(name)
+    local cm = c:get(cm_path("target", name))
+    if not cm then return nil, "no copy target/" .. name end
+    return cm.data or {}, cm
+  end
+
+  it("mirrors the seeded labelled ConfigMap, and only that one", function()
+    c:wait("target/app-settings", function()
+      local data, cm = copy_data("app-settings")
+      if not data then return nil, cm end
+      return same(data, { greeting = "hello", color = "blue" }) and
+        cm.metadata.labels["mirrored-from"] == "source", json.encode(data)
+    end)
+    assert.is_nil(c:get(cm_path("target", "local-only")))
+  end)
+
+  it("propagates a data change of the source", function()
+    c:merge(cm_path("source", "app-settings"), { data = { color = "green", size = "L" } })
+    c:wait("the change to reach the copy", function()
+      local data = copy_data("app-settings")
+      return data and same(data, { greeting = "hello", color = "green", size = "L" }), json.encode(data)
+    end)
+  end)
+
+  it("sets back a copy edited by hand", function()
+    c:merge(cm_path("target", "app-settings"), { data = { color = "hacked", greeting = json.null } })
+    c:wait("the copy to be set back", function()
+      local data = copy_data("app-settings")
+      return data and same(data, { greeting = "hello", color = "green", size = "L" }), json.encode(data)
+    end)
+  end)
+
+  it("recreates a copy deleted by hand", function()
+    c:must("DELETE", cm_path("target", "app-settings"))
+    c:wait("the copy to come back", function() return copy_data("app-settings") end)
+  end)
+
+  it("copies a new labelled ConfigMap and deletes the copy with its source", function()
+    c:must("POST", cm_path("source"), configmap("source", "fresh", { k = "v" }, { mirror = "true" }))
+    c:wait("target/fresh", function()
+      local data = copy_data("fresh")
+      return data and data.k == "v"
+    end)
+    c:must("DELETE", cm_path("source", "fresh"))
+    c:wait("target/fresh to be deleted", function() return c:get(cm_path("target", "fresh")) == nil end)
+    assert.is_not_nil(c:get(cm_path("target", "app-settings")))
+  end)
+
+  it("deletes the copy when the source loses its mirror=true label", function()
+    c:wait("target/app-settings", function() return copy_data("app-settings") end)
+    c:merge(cm_path("source", "app-settings"), { metadata = { labels = { mirror = json.null } } })
+    c:wait("target/app-settings to be deleted", function()
+      return c:get(cm_path("target", "app-settings")) == nil
+    end)
+    assert.is_not_nil(c:get(cm_path("source", "app-settings")))
+  end)
+end)
+
+describe("pod-census end to end", function()
+  local c
+  local function pod(name)
+    return { apiVersion = "v1", kind = "Pod", metadata = { name = name },
+             spec = { containers = { { name = "c", image = "busybox" } } } }
+  end
+  local function pods(ns, name) return "/api/v1/namespaces/" .. ns .. "/pods" .. (name and ("/" .. name) or "") end
+  local function counts(p, r, s, f, u)
+    return { Pending = p, Running = r, Succeeded = s, Failed = f, Unknown = u }
+  end
+  local function census_is(ns, want)
+    return function()
+      local cm = c:get(cm_path(ns, "pod-census"))
+      return cm and same(cm.data, want), cm and json.encode(cm.data) or "no census"
+    end
+  end
+
+  setup(function()
+    c = start({ script = ROOT .. "/examples/pod-census.lua", before = function(cl)
+      cl:must("POST", "/api/v1/namespaces", { apiVersion = "v1", kind = "Namespace", metadata = { name = "shop" } })
+      cl:must("POST", pods("shop"), pod("a"))
+      cl:must("POST", pods("shop"), pod("b"))
+    end })
+  end)
+  teardown(function() if c then c:stop() end end)
+
+  it("counts the pods of a namespace by phase", function()
+    c:wait("shop/pod-census", census_is("shop", counts("2", "0", "0", "0", "0")))
+    assert.is_nil(c:get(cm_path("default", "pod-census"))) -- no pods there
+  end)
+
+  it("follows phase changes and new pods", function()
+    c:merge(pods("shop", "a") .. "/status", { status = { phase = "Running" } })
+    c:merge(pods("shop", "b") .. "/status", { status = { phase = "Failed" } })
+    c:must("POST", pods("default"), pod("solo"))
+    c:wait("the shop census to follow", census_is("shop", counts("0", "1", "0", "1", "0")))
+    c:wait("a census in default", census_is("default", counts("1", "0", "0", "0", "0")))
+  end)
+
+  it("sets back a census edited by hand", function()
+    c:merge(cm_path("shop", "pod-census"), { data = { Running = "99", extra = "x" } })
+    c:wait("the census to be set back", census_is("shop", counts("0", "1", "0", "1", "0")))
+  end)
+
+  it("deletes the census when the last pod goes", function()
+    c:must("DELETE", pods("shop", "a"))
+    c:wait("one pod left", census_is("shop", counts("0", "0", "0", "1", "0")))
+    c:must("DELETE", pods("shop", "b"))
+    c:wait("shop/pod-census to be deleted", function() return c:get(cm_path("shop", "pod-census")) == nil end)
+    assert.is_not_nil(c:get(cm_path("default", "pod-census")))
+  end)
+end)
+
+describe("website-operator end to end", function()
+  local c
+  local DIR = ROOT .. "/examples/website-operator"
+  local WS = "/apis/demo.klua.dev/v1/namespaces/default/websites"
+  local DEP = "/apis/apps/v1/namespaces/default/deployments"
+
+  setup(function()
+    c = start({ script = DIR .. "/operator.lua", before = function(cl)
+      cl:must("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        read(DIR .. "/crd.yaml"), "application/yaml") -- the server takes YAML bodies
+      cl:wait("the Website resource to be served", function()
+        return (cl:request("GET", WS)) == 200
+      end)
+    end })
+  end)
+  teardown(function() if c then c:stop() end end)
+
+  local function ready(site)
+    for _, cond in ipairs(type(site.status) == "table" and site.status.conditions or {}) do
+      if cond.type == "Ready" then return cond end
+    end
+  end
+
+  it("creates the owned objects, adds its finalizer and reports Ready", function()
+    c:must("POST", WS, read(DIR .. "/website.yaml"), "application/yaml")
+    local site = c:wait("hello to be Ready", function()
+      local s = c:get(WS .. "/hello")
+      local r = s and ready(s)
+      return r and r.status == "True" and s.status.observedGeneration == 1 and s, json.encode(s and s.status)
+    end)
+    assert.same({ "demo.klua.dev/cleanup" }, site.metadata.finalizers)
+    local cm = c:wait("hello-site", function() return c:get(cm_path("default", "hello-site")) end)
+    assert.equal("hello.example.com", cm.data.domain)
+    local dep = assert(c:get(DEP .. "/hello"))
+    assert.equal(2, dep.spec.replicas)
+    assert.equal("hello", dep.spec.selector.matchLabels.app)
+    for _, o in ipairs({ cm, dep }) do
+      local ref = o.metadata.ownerReferences[1]
+      assert.equal(site.metadata.uid, ref.uid)
+      assert.equal("Website", ref.kind)
+      assert.is_true(ref.controller)
+    end
+  end)
+
+  it("follows a spec change", function()
+    c:merge(WS .. "/hello", { spec = { replicas = 3, domain = "www.example.com" } })
+    c:wait("the Deployment to have 3 replicas", function()
+      local d = c:get(DEP .. "/hello")
+      return d and d.spec.replicas == 3
+    end)
+    c:wait("the domain to change", function()
+      local cm = c:get(cm_path("default", "hello-site"))
+      return cm and cm.data.domain == "www.example.com"
+    end)
+    c:wait("observedGeneration 2", function()
+      local s = c:get(WS .. "/hello")
+      return s.status and s.status.observedGeneration == 2 and ready(s).status == "True"
+    end)
+  end)
+
+  it("sets back owned objects edited or deleted by hand", function()
+    c:merge(DEP .. "/hello", { spec = { replicas = 9 } })
+    c:must("DELETE", cm_path("default", "hello-site"))
+    c:wait("the Deployment to be set back", function()
+      local d = c:get(DEP .. "/hello")
+      return d and d.spec.replicas == 3, d and d.spec.replicas
+    end)
+    c:wait("the ConfigMap to be recreated", function()
+      local cm = c:get(cm_path("default", "hello-site"))
+      return cm and cm.data.domain == "www.example.com"
+    end)
+  end)
+
+  it("cleans up through its finalizer when the Website is deleted", function()
+    c:must("DELETE", WS .. "/hello")
+    c:wait("the Website to be gone", function() return c:get(WS .. "/hello") == nil end)
+    assert.is_nil(c:get(cm_path("default", "hello-site")))
+    assert.is_nil(c:get(DEP .. "/hello"))
+  end)
+end)
