@@ -1,15 +1,13 @@
 /* delta_fifo.c: client-go's DeltaFIFO (see delta_fifo.h). One mutex guards
  * a key -> item map and a ring of items in pop order; a key is queued at most
- * once and has at least one delta while queued. */
+ * once and has at least one delta while queued. The locking, ring and
+ * has_synced state are shared with real_fifo.c (fifo_internal.h). */
 #include "delta_fifo.h"
 
-#include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "fifo_internal.h"
 #include "hmap.h"
 #include "kl.h"
 
@@ -86,42 +84,27 @@ typedef struct item {
 } item;
 
 struct kl_delta_fifo {
-  atomic_int refs;
-  pthread_mutex_t mu;
-  pthread_cond_t cond;
+  kl__fifo b;    /* ring of item * in pop order; lock; has_synced state */
   kl_hmap items; /* key -> item* */
-  item **ring;   /* pop order */
-  size_t head, len, cap;
-  bool populated;
-  size_t initial_count;
-  bool closed;
   bool emit_replaced;
-  kl_store *known;
 };
-
-/* The queue whose process function runs on this thread (reentry guard). */
-static _Thread_local const kl_delta_fifo *tl_processing;
 
 kl_delta_fifo *kl_delta_fifo_new(const kl_delta_fifo_opts *opts) {
   kl_delta_fifo *f = kl_calloc(1, sizeof *f);
-  atomic_init(&f->refs, 1);
-  pthread_mutex_init(&f->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&f->cond, &ca);
-  pthread_condattr_destroy(&ca);
+  kl__fifo_init(&f->b, sizeof(item *), opts ? opts->known : NULL,
+                "delta_fifo");
   kl_hmap_init(&f->items, KL_HMAP_BORROW_KEYS);
-  if (opts) {
-    f->emit_replaced = opts->emit_replaced;
-    f->known = opts->known ? kl_store_ref(opts->known) : NULL;
-  }
+  if (opts) f->emit_replaced = opts->emit_replaced;
   return f;
 }
 
 kl_delta_fifo *kl_delta_fifo_ref(kl_delta_fifo *f) {
-  if (f) atomic_fetch_add(&f->refs, 1);
+  if (f) atomic_fetch_add(&f->b.refs, 1);
   return f;
+}
+
+static item *item_at(const kl_delta_fifo *f, size_t i) {
+  return *(item **)kl__ring_at(&f->b.ring, i);
 }
 
 static void item_free(item *it) {
@@ -131,36 +114,24 @@ static void item_free(item *it) {
 }
 
 void kl_delta_fifo_unref(kl_delta_fifo *f) {
-  if (!f || atomic_fetch_sub(&f->refs, 1) != 1) return;
-  for (size_t i = 0; i < f->len; i++) {
-    item_free(f->ring[(f->head + i) % f->cap]);
-  }
-  free(f->ring);
+  if (!kl__fifo_unref(f ? &f->b : NULL)) return;
+  for (size_t i = 0; i < f->b.ring.len; i++) item_free(item_at(f, i));
   kl_hmap_free(&f->items);
-  if (f->known) kl_store_unref(f->known);
-  pthread_cond_destroy(&f->cond);
-  pthread_mutex_destroy(&f->mu);
+  kl__fifo_destroy(&f->b);
   free(f);
 }
 
-static void ring_push(kl_delta_fifo *f, item *it) {
-  if (f->len == f->cap) {
-    size_t ncap = f->cap ? f->cap * 2 : 16;
-    item **nr = kl_malloc(ncap * sizeof *nr);
-    for (size_t i = 0; i < f->len; i++) nr[i] = f->ring[(f->head + i) % f->cap];
-    free(f->ring);
-    f->ring = nr;
-    f->cap = ncap;
-    f->head = 0;
+/* Queues a new item for key holding d (taken over, left empty; may be
+ * NULL: no deltas yet). Returns the item. */
+static item *queue_item(kl_delta_fifo *f, const char *key, kl_deltas *d) {
+  item *it = kl_calloc(1, sizeof *it);
+  it->key = kl_strdup(key);
+  if (d) {
+    it->deltas = *d;
+    memset(d, 0, sizeof *d);
   }
-  f->ring[(f->head + f->len) % f->cap] = it;
-  f->len++;
-}
-
-static item *ring_pop(kl_delta_fifo *f) {
-  item *it = f->ring[f->head];
-  f->head = (f->head + 1) % f->cap;
-  f->len--;
+  kl_hmap_put(&f->items, it->key, it);
+  kl__ring_push(&f->b.ring, &it);
   return it;
 }
 
@@ -170,12 +141,7 @@ static item *ring_pop(kl_delta_fifo *f) {
 static void queue_action(kl_delta_fifo *f, kl_delta_type type, kl_obj *obj,
                          bool tombstone, const char *key) {
   item *it = kl_hmap_get(&f->items, key);
-  if (!it) {
-    it = kl_calloc(1, sizeof *it);
-    it->key = kl_strdup(key);
-    kl_hmap_put(&f->items, it->key, it);
-    ring_push(f, it);
-  }
+  if (!it) it = queue_item(f, key, NULL);
   kl_delta *last = kl_deltas_newest(&it->deltas);
   if (last && last->type == KL_DELTA_DELETED && type == KL_DELTA_DELETED) {
     if (last->tombstone) {
@@ -187,28 +153,18 @@ static void queue_action(kl_delta_fifo *f, kl_delta_type type, kl_obj *obj,
   } else {
     kl_deltas_push(&it->deltas, type, obj, tombstone, key);
   }
-  pthread_cond_broadcast(&f->cond);
+  pthread_cond_broadcast(&f->b.cond);
 }
 
-/* Locks f unless the caller is f's own process function. */
-static int enter(kl_delta_fifo *f) {
-  if (tl_processing == f) {
-    kl_log(KL_LOG_ERROR, "delta_fifo",
-           "a queue method was called from inside that queue's pop process "
-           "function; refused (it would deadlock)");
-    return KL_EINVAL;
-  }
-  pthread_mutex_lock(&f->mu);
-  return 0;
-}
+static int enter(kl_delta_fifo *f) { return kl__fifo_enter(&f->b); }
 
 static int add_delta(kl_delta_fifo *f, kl_delta_type type, kl_obj *obj) {
   if (!obj) return KL_EINVAL;
   int rc = enter(f);
   if (rc) return rc;
-  f->populated = true;
+  f->b.populated = true;
   queue_action(f, type, kl_obj_ref(obj), false, kl_obj_key(obj));
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
 
@@ -225,18 +181,18 @@ int kl_delta_fifo_delete(kl_delta_fifo *f, kl_obj *obj) {
   int rc = enter(f);
   if (rc) return rc;
   const char *key = kl_obj_key(obj);
-  f->populated = true;
+  f->b.populated = true;
   bool queued = kl_hmap_has(&f->items, key);
   bool known = false;
-  if (f->known && !queued) {
-    kl_obj *k = kl_store_get_by_key(f->known, key);
+  if (f->b.known && !queued) {
+    kl_obj *k = kl_store_get_by_key(f->b.known, key);
     known = k != NULL;
     kl_obj_unref(k);
   }
   if (queued || known) {
     queue_action(f, KL_DELTA_DELETED, kl_obj_ref(obj), false, key);
   }
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
 
@@ -262,8 +218,8 @@ int kl_delta_fifo_replace(kl_delta_fifo *f, kl_obj *const *list, size_t n,
    * first since queue_action may grow the ring. */
   size_t queued_deletions = 0;
   kl_strv gone = {0};
-  for (size_t i = 0; i < f->len; i++) {
-    item *it = f->ring[(f->head + i) % f->cap];
+  for (size_t i = 0; i < f->b.ring.len; i++) {
+    item *it = item_at(f, i);
     if (!kl_hmap_has(&keys, it->key)) kl_strv_push(&gone, it->key);
   }
   for (size_t i = 0; i < gone.n; i++) {
@@ -277,13 +233,13 @@ int kl_delta_fifo_replace(kl_delta_fifo *f, kl_obj *const *list, size_t n,
 
   /* Known keys the list lacks and nothing queued: tombstone with the known
    * object (NULL if it vanished from the store meanwhile). */
-  if (f->known) {
+  if (f->b.known) {
     kl_strv known = {0};
-    kl_store_list_keys(f->known, &known);
+    kl_store_list_keys(f->b.known, &known);
     for (size_t i = 0; i < known.n; i++) {
       const char *k = known.v[i];
       if (kl_hmap_has(&keys, k) || kl_hmap_has(&f->items, k)) continue;
-      kl_obj *last = kl_store_get_by_key(f->known, k);
+      kl_obj *last = kl_store_get_by_key(f->b.known, k);
       if (!last) {
         kl_log(KL_LOG_INFO, "delta_fifo",
                "key %s does not exist in known objects store, placing "
@@ -294,50 +250,45 @@ int kl_delta_fifo_replace(kl_delta_fifo *f, kl_obj *const *list, size_t n,
     }
     kl_strv_free(&known);
   }
-  if (!f->populated) {
-    f->populated = true;
-    f->initial_count = kl_hmap_len(&keys) + queued_deletions;
+  if (!f->b.populated) {
+    f->b.populated = true;
+    f->b.initial_count = kl_hmap_len(&keys) + queued_deletions;
   }
   kl_hmap_free(&keys);
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
 
 int kl_delta_fifo_resync(kl_delta_fifo *f) {
   int rc = enter(f);
   if (rc) return rc;
-  if (f->known) {
+  if (f->b.known) {
     kl_strv keys = {0};
-    kl_store_list_keys(f->known, &keys);
+    kl_store_list_keys(f->b.known, &keys);
     for (size_t i = 0; i < keys.n; i++) {
       /* A key with deltas pending is skipped: its Sync would carry an older
        * state than the one queued (and this bounds memory under resync). */
       if (kl_hmap_has(&f->items, keys.v[i])) continue;
-      kl_obj *obj = kl_store_get_by_key(f->known, keys.v[i]);
+      kl_obj *obj = kl_store_get_by_key(f->b.known, keys.v[i]);
       if (!obj) continue; /* deleted since listed */
       queue_action(f, KL_DELTA_SYNC, obj, false, kl_obj_key(obj));
     }
     kl_strv_free(&keys);
   }
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
 
 /* client-go's addIfNotPresent; takes over d. */
 static void add_if_not_present(kl_delta_fifo *f, const char *key,
                                kl_deltas *d) {
-  f->populated = true;
+  f->b.populated = true;
   if (kl_hmap_has(&f->items, key)) {
     kl_deltas_free(d);
     return;
   }
-  item *it = kl_calloc(1, sizeof *it);
-  it->key = kl_strdup(key);
-  it->deltas = *d;
-  memset(d, 0, sizeof *d);
-  kl_hmap_put(&f->items, it->key, it);
-  ring_push(f, it);
-  pthread_cond_broadcast(&f->cond);
+  queue_item(f, key, d);
+  pthread_cond_broadcast(&f->b.cond);
 }
 
 int kl_delta_fifo_add_if_not_present(kl_delta_fifo *f, kl_deltas *d) {
@@ -353,62 +304,33 @@ int kl_delta_fifo_add_if_not_present(kl_delta_fifo *f, kl_deltas *d) {
   char *key = kl_strdup(kl_delta_key(kl_deltas_newest(d)));
   add_if_not_present(f, key, d);
   free(key);
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
 
-static void deadline_after(struct timespec *ts, double timeout) {
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  double whole = (double)(time_t)timeout;
-  ts->tv_sec += (time_t)timeout;
-  ts->tv_nsec += (long)((timeout - whole) * 1e9);
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
-/* Waits (lock held) until an item is queued. Returns 0, KL_ECLOSED or
- * KL_ETIMEDOUT. */
-static int wait_item(kl_delta_fifo *f, double timeout) {
-  struct timespec ts;
-  if (timeout >= 0) deadline_after(&ts, timeout);
-  while (f->len == 0) {
-    if (f->closed) return KL_ECLOSED;
-    if (timeout < 0) {
-      pthread_cond_wait(&f->cond, &f->mu);
-    } else if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT) {
-      if (f->len == 0) return f->closed ? KL_ECLOSED : KL_ETIMEDOUT;
-    }
-  }
-  return 0;
-}
-
-static item *take(kl_delta_fifo *f, bool *initial) {
-  *initial = !(f->populated && f->initial_count == 0);
-  item *it = ring_pop(f);
-  if (f->initial_count > 0) f->initial_count--;
-  kl_hmap_del(&f->items, it->key, NULL);
-  return it;
+/* Waits (lock held) for an item and takes it off the queue (not yet freed).
+ * Returns 0, KL_ECLOSED or KL_ETIMEDOUT. */
+static int wait_take(kl_delta_fifo *f, double timeout, item **it,
+                     bool *initial) {
+  int rc = kl__fifo_wait_take(&f->b, timeout, it, initial);
+  if (rc == 0) kl_hmap_del(&f->items, (*it)->key, NULL);
+  return rc;
 }
 
 int kl_delta_fifo_pop(kl_delta_fifo *f, double timeout,
                       kl_fifo_process_fn process, void *ud) {
   int rc = enter(f);
   if (rc) return rc;
-  rc = wait_item(f, timeout);
+  item *it;
+  bool initial;
+  rc = wait_take(f, timeout, &it, &initial);
   if (rc) {
-    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_unlock(&f->b.mu);
     return rc;
   }
-  bool initial;
-  item *it = take(f, &initial);
-  const kl_delta_fifo *saved = tl_processing;
-  tl_processing = f;
-  rc = process ? process(&it->deltas, initial, ud) : 0;
-  tl_processing = saved;
+  rc = kl__fifo_process(&f->b, process, &it->deltas, initial, ud);
   if (rc == KL_EAGAIN) add_if_not_present(f, it->key, &it->deltas);
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   item_free(it);
   return rc;
 }
@@ -417,14 +339,14 @@ int kl_delta_fifo_pop_deltas(kl_delta_fifo *f, double timeout, kl_deltas *out,
                              bool *initial) {
   int rc = enter(f);
   if (rc) return rc;
-  rc = wait_item(f, timeout);
+  item *it;
+  bool init;
+  rc = wait_take(f, timeout, &it, &init);
   if (rc) {
-    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_unlock(&f->b.mu);
     return rc;
   }
-  bool init;
-  item *it = take(f, &init);
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   if (initial) *initial = init;
   *out = it->deltas;
   memset(&it->deltas, 0, sizeof it->deltas);
@@ -433,39 +355,22 @@ int kl_delta_fifo_pop_deltas(kl_delta_fifo *f, double timeout, kl_deltas *out,
 }
 
 bool kl_delta_fifo_has_synced(kl_delta_fifo *f) {
-  if (enter(f)) return false;
-  bool r = f->populated && f->initial_count == 0;
-  pthread_mutex_unlock(&f->mu);
-  return r;
+  return kl__fifo_has_synced(&f->b);
 }
 
-void kl_delta_fifo_close(kl_delta_fifo *f) {
-  if (enter(f)) return;
-  f->closed = true;
-  pthread_cond_broadcast(&f->cond);
-  pthread_mutex_unlock(&f->mu);
-}
+void kl_delta_fifo_close(kl_delta_fifo *f) { kl__fifo_close(&f->b); }
 
 bool kl_delta_fifo_is_closed(kl_delta_fifo *f) {
-  if (enter(f)) return false;
-  bool r = f->closed;
-  pthread_mutex_unlock(&f->mu);
-  return r;
+  return kl__fifo_is_closed(&f->b);
 }
 
-size_t kl_delta_fifo_len(kl_delta_fifo *f) {
-  if (enter(f)) return 0;
-  size_t n = f->len;
-  pthread_mutex_unlock(&f->mu);
-  return n;
-}
+size_t kl_delta_fifo_len(kl_delta_fifo *f) { return kl__fifo_len(&f->b); }
 
 void kl_delta_fifo_list_keys(kl_delta_fifo *f, kl_strv *out) {
   if (enter(f)) return;
-  for (size_t i = 0; i < f->len; i++) {
-    kl_strv_push(out, f->ring[(f->head + i) % f->cap]->key);
-  }
-  pthread_mutex_unlock(&f->mu);
+  for (size_t i = 0; i < f->b.ring.len; i++)
+    kl_strv_push(out, item_at(f, i)->key);
+  pthread_mutex_unlock(&f->b.mu);
 }
 
 bool kl_delta_fifo_get_by_key(kl_delta_fifo *f, const char *key,
@@ -474,6 +379,6 @@ bool kl_delta_fifo_get_by_key(kl_delta_fifo *f, const char *key,
   if (enter(f)) return false;
   item *it = kl_hmap_get(&f->items, key);
   if (it) kl_deltas_copy(out, &it->deltas);
-  pthread_mutex_unlock(&f->mu);
+  pthread_mutex_unlock(&f->b.mu);
   return it != NULL;
 }
