@@ -90,6 +90,25 @@ test-tsan:
 test-e2e: all
 	@bash scripts/run-tests.sh e2e
 
+# The README's first command: installs what is missing, builds, and runs the
+# ConfigMap mirror example against the local API server (docs/examples.md).
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@echo ''
+	@echo 'klua demo: examples/configmap-mirror.lua copies every ConfigMap labelled'
+	@echo 'mirror=true from namespace source to namespace target. In another terminal,'
+	@echo 'export KUBECONFIG=<the kubeconfig path printed below>, then try:'
+	@echo '  kubectl get configmaps -n target --show-labels    # the copy of app-settings'
+	@echo "  kubectl patch configmap -n source app-settings --type merge -p '{\"data\":{\"color\":\"green\"}}'"
+	@echo '  kubectl get configmap -n target app-settings -o yaml    # color: green'
+	@echo '  kubectl label configmap -n source local-only mirror=true    # copied too'
+	@echo '  kubectl delete configmap -n source app-settings    # its copy goes'
+	@echo 'Edit the script and save: klua dev reloads it. Ctrl-C stops the demo.'
+	@echo 'More examples: docs/examples.md'
+	@echo ''
+	$(B)/klua dev examples/configmap-mirror.lua --seed examples/seed
+
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_LDIR)/klua \
 	  $(DESTDIR)$(LUA_CDIR)
