@@ -108,7 +108,6 @@ demo: deps
 	@echo ''
 	$(B)/klua dev examples/configmap-mirror.lua --seed examples/seed
 
-
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_LDIR)/klua \
 	  $(DESTDIR)$(LUA_CDIR)
