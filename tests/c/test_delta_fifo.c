@@ -10,25 +10,7 @@
 #include "delta_fifo.h"
 #include "kl.h"
 #include "store.h"
-
-static kl_obj *mk(const char *ns, const char *name, const char *rv) {
-  char json[256];
-  snprintf(json, sizeof json,
-           "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
-           "{\"namespace\":\"%s\",\"name\":\"%s\",\"resourceVersion\":\"%s\"}}",
-           ns, name, rv);
-  kl_obj *o = NULL;
-  if (kl_obj_new(json, strlen(json), NULL, &o, NULL) != 0) abort();
-  return o;
-}
-
-/* Adds a new object and drops the caller's reference. */
-#define ADD(f, fn, ns, name, rv)                                              \
-  do {                                                                        \
-    kl_obj *o_ = mk(ns, name, rv);                                            \
-    CHECK_EQ_INT(fn(f, o_), 0);                                               \
-    kl_obj_unref(o_);                                                         \
-  } while (0)
+#include "testutil.h"
 
 static kl_deltas pop(kl_delta_fifo *f, bool *initial) {
   kl_deltas d = KL_DELTAS_INIT;
@@ -39,15 +21,11 @@ static kl_deltas pop(kl_delta_fifo *f, bool *initial) {
   return d;
 }
 
-static const char *rv_of(const kl_delta *d) {
-  return d->obj ? kl_obj_resource_version(d->obj) : "(null)";
-}
-
 TEST(add_update_coalesce_per_key_in_order) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
-  ADD(f, kl_delta_fifo_add, "ns", "b", "2");
-  ADD(f, kl_delta_fifo_update, "ns", "a", "3");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "b", "2");
+  TU_ADD(f, kl_delta_fifo_update, "ns", "a", "3");
   CHECK_EQ_INT(kl_delta_fifo_len(f), 2);
   kl_strv keys = {0};
   kl_delta_fifo_list_keys(f, &keys);
@@ -61,9 +39,9 @@ TEST(add_update_coalesce_per_key_in_order) {
   CHECK_EQ_INT(d.n, 2);
   if (d.n == 2) {
     CHECK_EQ_INT(d.v[0].type, KL_DELTA_ADDED);
-    CHECK_EQ_STR(rv_of(&d.v[0]), "1");
+    CHECK_EQ_STR(tu_rv_of(&d.v[0]), "1");
     CHECK_EQ_INT(d.v[1].type, KL_DELTA_UPDATED);
-    CHECK_EQ_STR(rv_of(&d.v[1]), "3");
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "3");
     CHECK_EQ_STR(kl_delta_key(&d.v[1]), "ns/a");
   }
   kl_deltas_free(&d);
@@ -77,16 +55,16 @@ TEST(add_update_coalesce_per_key_in_order) {
 
 TEST(delete_of_unknown_key_is_ignored) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_delete, "ns", "ghost", "1");
+  TU_ADD(f, kl_delta_fifo_delete, "ns", "ghost", "1");
   CHECK_EQ_INT(kl_delta_fifo_len(f), 0);
   /* with a known store: known keys are deletable */
   kl_store *s = kl_store_new();
-  kl_obj *o = mk("ns", "k", "1");
+  kl_obj *o = tu_configmap("ns", "k", "1");
   kl_store_add(s, o);
   kl_delta_fifo_opts opts = {.known = s};
   kl_delta_fifo *g = kl_delta_fifo_new(&opts);
   CHECK_EQ_INT(kl_delta_fifo_delete(g, o), 0);
-  ADD(g, kl_delta_fifo_delete, "ns", "ghost", "1");
+  TU_ADD(g, kl_delta_fifo_delete, "ns", "ghost", "1");
   CHECK_EQ_INT(kl_delta_fifo_len(g), 1);
   kl_deltas d = pop(g, NULL);
   CHECK_EQ_INT(d.n, 1);
@@ -103,30 +81,30 @@ TEST(delete_of_unknown_key_is_ignored) {
 
 TEST(consecutive_deletes_dedup_keeping_real_object) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
-  ADD(f, kl_delta_fifo_delete, "ns", "a", "2");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_delete, "ns", "a", "2");
   /* a Replace without "a": its tombstone collapses into the real delete */
   CHECK_EQ_INT(kl_delta_fifo_replace(f, NULL, 0, "9"), 0);
-  ADD(f, kl_delta_fifo_delete, "ns", "a", "3");
+  TU_ADD(f, kl_delta_fifo_delete, "ns", "a", "3");
   kl_deltas d = pop(f, NULL);
   CHECK_EQ_INT(d.n, 2);
   if (d.n == 2) {
     CHECK_EQ_INT(d.v[1].type, KL_DELTA_DELETED);
     CHECK(!d.v[1].tombstone);
-    CHECK_EQ_STR(rv_of(&d.v[1]), "2"); /* the older real one is kept */
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "2"); /* the older real one is kept */
   }
   kl_deltas_free(&d);
 
   /* tombstone first, then a real delete: the real one replaces it */
-  ADD(f, kl_delta_fifo_add, "ns", "b", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "b", "1");
   CHECK_EQ_INT(kl_delta_fifo_replace(f, NULL, 0, "9"), 0);
-  ADD(f, kl_delta_fifo_delete, "ns", "b", "5");
+  TU_ADD(f, kl_delta_fifo_delete, "ns", "b", "5");
   d = pop(f, NULL);
   CHECK_EQ_INT(d.n, 2);
   if (d.n == 2) {
     CHECK_EQ_INT(d.v[1].type, KL_DELTA_DELETED);
     CHECK(!d.v[1].tombstone);
-    CHECK_EQ_STR(rv_of(&d.v[1]), "5");
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "5");
     CHECK(d.v[1].key == NULL);
   }
   kl_deltas_free(&d);
@@ -135,17 +113,17 @@ TEST(consecutive_deletes_dedup_keeping_real_object) {
 
 TEST(replace_tombstones_for_store_only_queue_only_and_both) {
   kl_store *s = kl_store_new();
-  kl_obj *ks = mk("ns", "store-only", "1");
-  kl_obj *kb = mk("ns", "both", "1");
-  kl_obj *kept = mk("ns", "kept", "1");
+  kl_obj *ks = tu_configmap("ns", "store-only", "1");
+  kl_obj *kb = tu_configmap("ns", "both", "1");
+  kl_obj *kept = tu_configmap("ns", "kept", "1");
   kl_store_add(s, ks);
   kl_store_add(s, kb);
   kl_store_add(s, kept);
   kl_delta_fifo_opts opts = {.known = s, .emit_replaced = true};
   kl_delta_fifo *f = kl_delta_fifo_new(&opts);
-  ADD(f, kl_delta_fifo_update, "ns", "both", "2");
-  ADD(f, kl_delta_fifo_add, "ns", "queue-only", "3");
-  kl_obj *kept2 = mk("ns", "kept", "4");
+  TU_ADD(f, kl_delta_fifo_update, "ns", "both", "2");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "queue-only", "3");
+  kl_obj *kept2 = tu_configmap("ns", "kept", "4");
   CHECK_EQ_INT(kl_delta_fifo_replace(f, &kept2, 1, "10"), 0);
   kl_obj_unref(kept2);
 
@@ -156,7 +134,7 @@ TEST(replace_tombstones_for_store_only_queue_only_and_both) {
     CHECK_EQ_INT(d.v[1].type, KL_DELTA_DELETED);
     CHECK(d.v[1].tombstone);
     CHECK_EQ_STR(d.v[1].key, "ns/both");
-    CHECK_EQ_STR(rv_of(&d.v[1]), "2");
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "2");
   }
   kl_deltas_free(&d);
   d = pop(f, NULL); /* queue-only */
@@ -164,7 +142,7 @@ TEST(replace_tombstones_for_store_only_queue_only_and_both) {
   if (d.n == 2) {
     CHECK_EQ_STR(kl_delta_key(&d.v[1]), "ns/queue-only");
     CHECK(d.v[1].tombstone);
-    CHECK_EQ_STR(rv_of(&d.v[1]), "3");
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "3");
   }
   kl_deltas_free(&d);
   d = pop(f, NULL); /* kept: listed, so Replaced */
@@ -172,7 +150,7 @@ TEST(replace_tombstones_for_store_only_queue_only_and_both) {
   if (d.n) {
     CHECK_EQ_STR(kl_delta_key(&d.v[0]), "ns/kept");
     CHECK_EQ_INT(d.v[0].type, KL_DELTA_REPLACED);
-    CHECK_EQ_STR(rv_of(&d.v[0]), "4");
+    CHECK_EQ_STR(tu_rv_of(&d.v[0]), "4");
   }
   kl_deltas_free(&d);
   d = pop(f, NULL); /* store-only: tombstone with the store's object */
@@ -194,7 +172,7 @@ TEST(replace_tombstones_for_store_only_queue_only_and_both) {
 
 TEST(replace_emits_sync_when_not_emit_replaced) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  kl_obj *o = mk("ns", "a", "1");
+  kl_obj *o = tu_configmap("ns", "a", "1");
   kl_delta_fifo_replace(f, &o, 1, "1");
   kl_obj_unref(o);
   kl_deltas d = pop(f, NULL);
@@ -206,12 +184,12 @@ TEST(replace_emits_sync_when_not_emit_replaced) {
 
 TEST(resync_skips_pending_keys_and_does_not_grow) {
   kl_store *s = kl_store_new();
-  kl_obj *a = mk("ns", "a", "1"), *b = mk("ns", "b", "1");
+  kl_obj *a = tu_configmap("ns", "a", "1"), *b = tu_configmap("ns", "b", "1");
   kl_store_add(s, a);
   kl_store_add(s, b);
   kl_delta_fifo_opts opts = {.known = s};
   kl_delta_fifo *f = kl_delta_fifo_new(&opts);
-  ADD(f, kl_delta_fifo_update, "ns", "a", "2");
+  TU_ADD(f, kl_delta_fifo_update, "ns", "a", "2");
   for (int i = 0; i < 5; i++) CHECK_EQ_INT(kl_delta_fifo_resync(f), 0);
   CHECK_EQ_INT(kl_delta_fifo_len(f), 2);
   kl_deltas d = pop(f, NULL);
@@ -246,8 +224,8 @@ static int reenter(kl_deltas *d, bool initial, void *ud) {
 
 TEST(requeue_on_error_goes_behind_newer_keys) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
-  ADD(f, kl_delta_fifo_add, "ns", "b", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "b", "1");
   int calls = 0;
   CHECK_EQ_INT(kl_delta_fifo_pop(f, 1, fail_once, &calls), KL_EAGAIN);
   CHECK_EQ_INT(kl_delta_fifo_len(f), 2);
@@ -269,19 +247,19 @@ TEST(requeue_on_error_goes_behind_newer_keys) {
 
 TEST(add_if_not_present_drops_stale_deltas) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
   kl_deltas old = pop(f, NULL);
-  ADD(f, kl_delta_fifo_update, "ns", "a", "2");
+  TU_ADD(f, kl_delta_fifo_update, "ns", "a", "2");
   CHECK_EQ_INT(kl_delta_fifo_add_if_not_present(f, &old), 0);
   CHECK_EQ_INT(old.n, 0);
   kl_deltas d = pop(f, NULL);
   CHECK_EQ_INT(d.n, 1); /* the newer delta wins, the old is not re-added */
-  if (d.n) CHECK_EQ_STR(rv_of(&d.v[0]), "2");
+  if (d.n) CHECK_EQ_STR(tu_rv_of(&d.v[0]), "2");
   /* and when the key is absent, the deltas come back */
   CHECK_EQ_INT(kl_delta_fifo_add_if_not_present(f, &d), 0);
   kl_deltas e = pop(f, NULL);
   CHECK_EQ_INT(e.n, 1);
-  if (e.n) CHECK_EQ_STR(rv_of(&e.v[0]), "2");
+  if (e.n) CHECK_EQ_STR(tu_rv_of(&e.v[0]), "2");
   kl_deltas_free(&e);
   kl_deltas empty = KL_DELTAS_INIT;
   CHECK_EQ_INT(kl_delta_fifo_add_if_not_present(f, &empty), KL_EINVAL);
@@ -290,15 +268,15 @@ TEST(add_if_not_present_drops_stale_deltas) {
 
 TEST(has_synced_after_first_replace_is_popped) {
   kl_store *s = kl_store_new();
-  kl_obj *gone = mk("ns", "gone", "1");
+  kl_obj *gone = tu_configmap("ns", "gone", "1");
   kl_store_add(s, gone);
   kl_delta_fifo_opts opts = {.known = s, .emit_replaced = true};
   kl_delta_fifo *f = kl_delta_fifo_new(&opts);
   CHECK(!kl_delta_fifo_has_synced(f));
-  kl_obj *l[2] = {mk("ns", "a", "1"), mk("ns", "b", "1")};
+  kl_obj *l[2] = {tu_configmap("ns", "a", "1"), tu_configmap("ns", "b", "1")};
   kl_delta_fifo_replace(f, l, 2, "5");
   CHECK(!kl_delta_fifo_has_synced(f));
-  ADD(f, kl_delta_fifo_add, "ns", "late", "1"); /* not part of the list */
+  TU_ADD(f, kl_delta_fifo_add, "ns", "late", "1"); /* not part of the list */
   bool initial = false;
   for (int i = 0; i < 3; i++) {
     CHECK(!kl_delta_fifo_has_synced(f));
@@ -321,7 +299,7 @@ TEST(has_synced_after_first_replace_is_popped) {
 
   /* add before any replace: synced at once */
   f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
   CHECK(kl_delta_fifo_has_synced(f));
   kl_delta_fifo_unref(f);
   /* an empty first replace: synced at once too */
@@ -361,7 +339,7 @@ TEST(close_unblocks_a_blocked_pop) {
   /* items queued before close are still handed out, then KL_ECLOSED */
   kl_delta_fifo_unref(f);
   f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
   kl_delta_fifo_close(f);
   kl_deltas d = KL_DELTAS_INIT;
   CHECK_EQ_INT(kl_delta_fifo_pop_deltas(f, -1, &d, NULL), 0);
@@ -380,7 +358,7 @@ TEST(pop_times_out_on_empty_queue) {
 
 TEST(get_by_key_copies_pending_deltas) {
   kl_delta_fifo *f = kl_delta_fifo_new(NULL);
-  ADD(f, kl_delta_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_delta_fifo_add, "ns", "a", "1");
   kl_deltas d;
   CHECK(kl_delta_fifo_get_by_key(f, "ns/a", &d));
   CHECK_EQ_INT(d.n, 1);

@@ -14,46 +14,24 @@
 
 #include "ctest.h"
 #include "kubeconfig.h"
+#include "testutil.h"
 
 static char tmp[256];
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  if (system(cmd) != 0) {
-    printf("# command failed: %s\n", cmd);
-    exit(1);
-  }
-}
+static char *tpath(const char *rel) { return kl_sprintf("%s/%s", tmp, rel); }
 
 static void write_file(const char *rel, const char *text) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", tmp, rel);
-  FILE *f = fopen(path, "w");
-  if (!f) { perror(path); exit(1); }
-  fputs(text, f);
-  fclose(f);
+  char *p = tpath(rel);
+  tu_write_file(p, text);
+  free(p);
 }
 
 static char *read_all(const char *rel) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", tmp, rel);
-  FILE *f = fopen(path, "r");
-  if (!f) return NULL;
-  kl_buf b = KL_BUF_INIT;
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) kl_buf_add(&b, chunk, n);
-  fclose(f);
-  if (!b.data) kl_buf_adds(&b, "");
-  return kl_buf_detach(&b, NULL);
+  char *p = tpath(rel);
+  char *text = tu_slurp(p, NULL);
+  free(p);
+  return text;
 }
-
-static char *tpath(const char *rel) { return kl_sprintf("%s/%s", tmp, rel); }
 
 static void clear_env(void) {
   unsetenv("KUBECONFIG");
@@ -266,7 +244,7 @@ static kl_creds *exec_creds(kl_kubeconfig **kcp) {
 
 TEST(exec_plugin_caches_until_expiry) {
   clear_env();
-  sh("rm -rf %s/plugin && mkdir -p %s/plugin", tmp, tmp);
+  tu_sh("rm -rf %s/plugin && mkdir -p %s/plugin", tmp, tmp);
   write_file("plugin/token", "tok-exec-1");
   write_file("plugin/expiry", "2999-01-01T00:00:00Z");
   kl_kubeconfig *kc = NULL;
@@ -318,7 +296,7 @@ TEST(exec_plugin_caches_until_expiry) {
 
 TEST(exec_plugin_failure_does_not_leak_output) {
   clear_env();
-  sh("rm -rf %s/plugin && mkdir -p %s/plugin", tmp, tmp);
+  tu_sh("rm -rf %s/plugin && mkdir -p %s/plugin", tmp, tmp);
   write_file("plugin/token", "PLANTED-EXEC-TOKEN");
   write_file("plugin/fail", "");
   kl_kubeconfig *kc = NULL;
@@ -347,7 +325,7 @@ TEST(exec_plugin_failure_does_not_leak_output) {
 
 TEST(in_cluster_config_from_override_dir) {
   clear_env();
-  sh("mkdir -p %s/sa && cp %s/certs/ca.crt %s/sa/ca.crt", tmp, tmp, tmp);
+  tu_sh("mkdir -p %s/sa && cp %s/certs/ca.crt %s/sa/ca.crt", tmp, tmp, tmp);
   write_file("sa/token", "tok-sa-1\n");
   write_file("sa/namespace", "kube-system\n");
   char *sa = tpath("sa");
@@ -435,7 +413,7 @@ TEST(errors_name_file_and_context_without_secrets) {
         strstr(err, "base64"));
   CHECK(no_secret(err));
   free(err);
-  sh("sed -i 's/PLANTED!!notbase64/QUJD/' %s/badkey.yaml", tmp);
+  tu_sh("sed -i 's/PLANTED!!notbase64/QUJD/' %s/badkey.yaml", tmp);
   CHECK_EQ_INT(load("badkey.yaml", NULL, &kc, &err), KL_EIO);
   CHECK(err && strstr(err, "no-such.key") && strstr(err, "\"k\""));
   CHECK(no_secret(err));
@@ -462,8 +440,8 @@ int main(void) {
   snprintf(tmp, sizeof tmp, "/tmp/klua-kubeconfig-XXXXXX");
   if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
   const char *root = getenv("KLUA_ROOT") ? getenv("KLUA_ROOT") : ".";
-  sh("cp -p %s/tests/fixtures/kubeconfig/* %s/", root, tmp);
-  sh("mkdir -p %s/certs %s/secrets %s/home/.kube && cd %s/certs && "
+  tu_sh("cp -p %s/tests/fixtures/kubeconfig/* %s/", root, tmp);
+  tu_sh("mkdir -p %s/certs %s/secrets %s/home/.kube && cd %s/certs && "
      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
      "-nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=klua-test-ca "
      ">/dev/null 2>&1 && "
@@ -472,7 +450,7 @@ int main(void) {
      "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key "
      "-CAcreateserial -out client.crt -days 1 >/dev/null 2>&1", tmp, tmp, tmp,
      tmp);
-  sh("cd %s && sed \"s|CA_DATA_PLACEHOLDER|$(base64 -w0 certs/ca.crt)|\" "
+  tu_sh("cd %s && sed \"s|CA_DATA_PLACEHOLDER|$(base64 -w0 certs/ca.crt)|\" "
      "certs.yaml > certs-filled.yaml", tmp);
   write_file("secrets/token", "tok-initial\n");
   write_file("home/.kube/config",
@@ -488,6 +466,6 @@ int main(void) {
   RUN(exec_plugin_failure_does_not_leak_output);
   RUN(in_cluster_config_from_override_dir);
   RUN(errors_name_file_and_context_without_secrets);
-  sh("rm -rf %s", tmp);
+  tu_sh("rm -rf %s", tmp);
   return ctest_summary();
 }

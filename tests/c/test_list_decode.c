@@ -6,38 +6,7 @@
 #include "ctest.h"
 #include "kl.h"
 #include "list_decode.h"
-
-static const char *wire_dir(void) {
-  const char *d = getenv("KLUA_WIRE_DIR");
-  return d && *d ? d : "/work/shared/k8s-wire";
-}
-
-/* Reads a captured exchange and returns a NEW copy of its response body. */
-static char *http_body(const char *file, size_t *n) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", wire_dir(), file);
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    printf("  cannot read %s\n", path);
-    return NULL;
-  }
-  kl_buf b = KL_BUF_INIT;
-  char tmp[4096];
-  size_t k;
-  while ((k = fread(tmp, 1, sizeof tmp, f)) > 0) kl_buf_add(&b, tmp, k);
-  fclose(f);
-  kl_buf_reserve(&b, 1);
-  const char *r = strstr(b.data, "=== response\n");
-  const char *body = r ? strstr(r, "\n\n") : NULL;
-  char *out = NULL;
-  if (body) {
-    body += 2;
-    *n = b.len - (size_t)(body - b.data);
-    out = kl_strndup(body, *n);
-  }
-  kl_buf_free(&b);
-  return out;
-}
+#include "testutil.h"
 
 struct list_case {
   const char *file, *kind, *api_version, *rv, *cont;
@@ -123,7 +92,7 @@ TEST(captured_lists_whole) {
   for (size_t i = 0; i < ncases; i++) {
     const struct list_case *c = &cases[i];
     size_t n;
-    char *body = http_body(c->file, &n);
+    char *body = tu_wire_body(c->file, &n);
     CHECK(body != NULL);
     if (!body) continue;
     kl_list l;
@@ -191,7 +160,7 @@ TEST(captured_lists_streamed) {
   const size_t steps[] = {1, 7, 100, 2048, 1 << 20};
   for (size_t i = 0; i < ncases; i++) {
     size_t n;
-    char *body = http_body(cases[i].file, &n);
+    char *body = tu_wire_body(cases[i].file, &n);
     if (!body) continue;
     for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++)
       run_stream(&cases[i], body, n, steps[s], 0);
@@ -199,7 +168,7 @@ TEST(captured_lists_streamed) {
   }
   /* one page (with continue and remainingItemCount) split at every byte */
   size_t n;
-  char *body = http_body(cases[8].file, &n);
+  char *body = tu_wire_body(cases[8].file, &n);
   CHECK(body != NULL && strstr(cases[8].file, "limit3_page1") != NULL);
   if (!body) return;
   for (size_t cut = 1; cut < n; cut++) run_stream(&cases[8], body, n, 0, cut);
@@ -219,7 +188,7 @@ TEST(not_a_list) {
   const char *kinds[] = {"Table", "Table", "PartialObjectMetadata"};
   for (int i = 0; i < 3; i++) {
     size_t n;
-    char *body = http_body(files[i], &n);
+    char *body = tu_wire_body(files[i], &n);
     CHECK(body != NULL);
     if (!body) continue;
     kl_list l;
@@ -231,7 +200,7 @@ TEST(not_a_list) {
     free(body);
   }
   size_t n;
-  char *body = http_body("list/configmaps_yaml.http", &n);
+  char *body = tu_wire_body("list/configmaps_yaml.http", &n);
   CHECK(body != NULL);
   if (body) {
     kl_list l;
@@ -392,7 +361,7 @@ TEST(malformed_bodies) {
   }
   /* every proper prefix of a real list is an error, never a short list */
   size_t n;
-  char *body = http_body("list/configmaps_limit3_page1.http", &n);
+  char *body = tu_wire_body("list/configmaps_limit3_page1.http", &n);
   CHECK(body != NULL);
   if (!body) return;
   while (n > 0 && (body[n - 1] == '\n')) n--;

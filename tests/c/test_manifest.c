@@ -6,6 +6,7 @@
 
 #include "ctest.h"
 #include "manifest.h"
+#include "testutil.h"
 
 static cJSON *parse(const char *y, char **err) {
   cJSON *out = NULL;
@@ -13,18 +14,6 @@ static cJSON *parse(const char *y, char **err) {
   if (kl_manifest_parse(y, strlen(y), "t.yaml", 0, &out, err) != 0)
     return NULL;
   return out;
-}
-
-static bool same(const cJSON *got, const char *want) {
-  cJSON *w = cJSON_Parse(want);
-  bool eq = got && w && cJSON_Compare(got, w, 1);
-  if (!eq) {
-    char *g = got ? cJSON_PrintUnformatted(got) : NULL;
-    printf("  got  %s\n  want %s\n", g ? g : "(null)", want);
-    free(g);
-  }
-  cJSON_Delete(w);
-  return eq;
 }
 
 TEST(multi_document_stream) {
@@ -42,12 +31,12 @@ TEST(multi_document_stream) {
                    "metadata: {name: b}\n"
                    "...\n",
                    NULL);
-  CHECK(same(d, "[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+  CHECK(tu_json_same(d, "[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
                 "{\"name\":\"a\"}},{\"apiVersion\":\"v1\",\"kind\":"
                 "\"Namespace\",\"metadata\":{\"name\":\"b\"}}]"));
   cJSON_Delete(d);
   d = parse("", NULL);
-  CHECK(same(d, "[]"));
+  CHECK(tu_json_same(d, "[]"));
   cJSON_Delete(d);
 }
 
@@ -81,7 +70,7 @@ TEST(typed_scalars) {
                    "  a\n"
                    "  b\n",
                    NULL);
-  CHECK(same(d, "[{\"i\":42,\"neg\":-7,\"oct\":420,\"oct2\":15,\"hex\":31,"
+  CHECK(tu_json_same(d, "[{\"i\":42,\"neg\":-7,\"oct\":420,\"oct2\":15,\"hex\":31,"
                 "\"under\":1000,\"f\":1.5,\"e\":1000,\"t\":true,\"T\":true,"
                 "\"y\":true,\"off\":false,\"nul\":null,\"tilde\":null,"
                 "\"empty\":null,\"qs\":\"42\",\"sq\":\"true\",\"s\":\"hello "
@@ -99,7 +88,7 @@ TEST(anchors_and_merge_keys) {
                    "  tier: back\n"
                    "list: [&x 1, *x]\n",
                    NULL);
-  CHECK(same(d, "[{\"base\":{\"app\":\"web\",\"tier\":\"front\"},\"copy\":{"
+  CHECK(tu_json_same(d, "[{\"base\":{\"app\":\"web\",\"tier\":\"front\"},\"copy\":{"
                 "\"app\":\"web\",\"tier\":\"front\"},\"merged\":{\"tier\":"
                 "\"back\",\"app\":\"web\"},\"list\":[1,1]}]"));
   cJSON_Delete(d);
@@ -126,7 +115,7 @@ TEST(anchors_and_merge_keys) {
 TEST(json_input) {
   cJSON *d = parse("{\n\t\"kind\": \"ConfigMap\", \"data\": {\"a\": \"1\"}}\n",
                    NULL);
-  CHECK(same(d, "[{\"kind\":\"ConfigMap\",\"data\":{\"a\":\"1\"}}]"));
+  CHECK(tu_json_same(d, "[{\"kind\":\"ConfigMap\",\"data\":{\"a\":\"1\"}}]"));
   cJSON_Delete(d);
 }
 
@@ -169,7 +158,7 @@ TEST(parse_one) {
   const char *y = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n"
                   "data:\n  size: \"3\"\n";
   CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &o, &err), 0);
-  CHECK(same(o, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+  CHECK(tu_json_same(o, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
                 "{\"name\":\"ssa\"},\"data\":{\"size\":\"3\"}}"));
   cJSON_Delete(o);
   const char *two = "a: 1\n---\nb: 2\n";
@@ -183,9 +172,7 @@ TEST(parse_one) {
 static void write_file(const char *dir, const char *name, const char *s) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  fputs(s, f);
-  fclose(f);
+  tu_write_file(path, s);
 }
 
 TEST(directory_in_name_order) {
@@ -198,7 +185,7 @@ TEST(directory_in_name_order) {
   cJSON *all = NULL;
   char *err = NULL;
   CHECK_EQ_INT(kl_manifest_load(dir, KL_MANIFEST_EXPAND_LISTS, &all, &err), 0);
-  CHECK(same(all, "[{\"kind\":\"A\"},{\"kind\":\"B\"},{\"kind\":\"B2\"},"
+  CHECK(tu_json_same(all, "[{\"kind\":\"A\"},{\"kind\":\"B\"},{\"kind\":\"B2\"},"
                   "{\"kind\":\"C1\"},{\"kind\":\"C2\"}]"));
   cJSON_Delete(all);
   /* a single file; without EXPAND_LISTS the List stays */
@@ -237,7 +224,7 @@ TEST(yaml_emitter_round_trips) {
   char *err = NULL;
   CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &back, &err), 0);
   if (err) printf("  %s\n%s", err, y);
-  CHECK(same(back, js));
+  CHECK(tu_json_same(back, js));
   CHECK(strstr(y, "kind: ConfigMap\n") != NULL);
   CHECK(strstr(y, "num: \"42\"\n") != NULL);
   free(err);

@@ -4,6 +4,7 @@
  * conflicts as in writes/ssa_*.http, force, no-op re-apply). */
 #include "ctest.h"
 #include "patch.h"
+#include "testutil.h"
 
 static cJSON *J(const char *s) {
   cJSON *v = cJSON_Parse(s);
@@ -11,23 +12,10 @@ static cJSON *J(const char *s) {
   return v;
 }
 
-/* true when the tree equals the JSON text; prints both otherwise */
-static bool same(const cJSON *got, const char *want) {
-  cJSON *w = J(want);
-  bool eq = got && w && cJSON_Compare(got, w, 1);
-  if (!eq) {
-    char *g = got ? cJSON_PrintUnformatted(got) : NULL;
-    printf("  got  %s\n  want %s\n", g ? g : "(null)", want);
-    free(g);
-  }
-  cJSON_Delete(w);
-  return eq;
-}
-
 static bool merge_is(const char *target, const char *patch, const char *want) {
   cJSON *t = J(target), *p = J(patch);
   cJSON *r = kl_patch_merge(t, p);
-  bool ok = same(r, want);
+  bool ok = tu_json_same(r, want);
   cJSON_Delete(t);
   cJSON_Delete(p);
   cJSON_Delete(r);
@@ -76,7 +64,7 @@ static bool jp_is(const char *target, const char *ops, const char *want) {
   kl_patch_err err = KL_PATCH_ERR_INIT;
   int rc = jp(target, ops, &r, &err);
   if (rc) printf("  json patch failed: %s\n", err.detail ? err.detail : "");
-  bool ok = rc == 0 && same(r, want);
+  bool ok = rc == 0 && tu_json_same(r, want);
   cJSON_Delete(r);
   kl_patch_err_free(&err);
   return ok;
@@ -225,7 +213,7 @@ static bool smp_is(const char *target, const char *patch, const char *want) {
   kl_patch_err err = KL_PATCH_ERR_INIT;
   int rc = kl_patch_strategic(t, p, &r, &err);
   if (rc) printf("  smp failed: %s\n", err.message);
-  bool ok = rc == 0 && same(r, want);
+  bool ok = rc == 0 && tu_json_same(r, want);
   cJSON_Delete(t);
   cJSON_Delete(p);
   cJSON_Delete(r);
@@ -353,7 +341,7 @@ static const char *Y_APPLY =
 
 TEST(ssa_create_conflict_force) {
   cJSON *o1 = apply_ok(NULL, X_APPLY, "x", true);
-  CHECK(same(o1,
+  CHECK(tu_json_same(o1,
              "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{"
              "\"name\":\"ssa\",\"labels\":{\"owner\":\"x\"},\"managedFields\":"
              "[{\"manager\":\"x\",\"operation\":\"Apply\",\"apiVersion\":"
@@ -386,7 +374,7 @@ TEST(ssa_create_conflict_force) {
 
   /* force: y takes color, x keeps size and the label */
   CHECK_EQ_INT(kl_patch_apply(o1, a, "y", true, NOW, NULL, &r, &err), 0);
-  CHECK(same(r,
+  CHECK(tu_json_same(r,
              "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{"
              "\"name\":\"ssa\",\"labels\":{\"owner\":\"x\"},\"managedFields\":"
              "[{\"manager\":\"x\",\"operation\":\"Apply\",\"apiVersion\":"
@@ -453,7 +441,7 @@ TEST(ssa_lists_by_key) {
   cJSON *mf = cJSON_GetObjectItem(cJSON_GetObjectItem(o1, "metadata"),
                                   "managedFields");
   cJSON *fs = cJSON_GetObjectItem(cJSON_GetArrayItem(mf, 0), "fieldsV1");
-  CHECK(same(fs, "{\"f:spec\":{\"f:template\":{\"f:spec\":{\"f:containers\":"
+  CHECK(tu_json_same(fs, "{\"f:spec\":{\"f:template\":{\"f:spec\":{\"f:containers\":"
                  "{\"k:{\\\"name\\\":\\\"app\\\"}\":{\".\":{},\"f:name\":{},"
                  "\"f:image\":{}}}}}}}"));
   cJSON *a = J(d2), *r = NULL;
@@ -491,7 +479,7 @@ TEST(update_managed_fields) {
   kl_patch_record_update(NULL, o, "curl", NOW, NULL);
   cJSON *mf =
       cJSON_GetObjectItem(cJSON_GetObjectItem(o, "metadata"), "managedFields");
-  CHECK(same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
+  CHECK(tu_json_same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
                  "\"apiVersion\":\"v1\",\"time\":\"" NOW "\",\"fieldsType\":"
                  "\"FieldsV1\",\"fieldsV1\":{\"f:data\":{\".\":{},\"f:k\":{}}}}"
                  "]"));
@@ -502,7 +490,7 @@ TEST(update_managed_fields) {
   kl_patch_record_update(o, o2, "k8s-wire-capture", NOW, NULL);
   mf = cJSON_GetObjectItem(cJSON_GetObjectItem(o2, "metadata"),
                            "managedFields");
-  CHECK(same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
+  CHECK(tu_json_same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
                  "\"apiVersion\":\"v1\",\"time\":\"" NOW "\",\"fieldsType\":"
                  "\"FieldsV1\",\"fieldsV1\":{\"f:data\":{\".\":{},\"f:k\":{}}}},"
                  "{\"manager\":\"k8s-wire-capture\",\"operation\":\"Update\","
@@ -516,7 +504,7 @@ TEST(update_managed_fields) {
   kl_patch_record_update(o2, o3, "kubectl", NOW, NULL);
   mf = cJSON_GetObjectItem(cJSON_GetObjectItem(o3, "metadata"),
                            "managedFields");
-  CHECK(same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
+  CHECK(tu_json_same(mf, "[{\"manager\":\"curl\",\"operation\":\"Update\","
                  "\"apiVersion\":\"v1\",\"time\":\"" NOW "\",\"fieldsType\":"
                  "\"FieldsV1\",\"fieldsV1\":{\"f:data\":{\".\":{}}}},"
                  "{\"manager\":\"kubectl\",\"operation\":\"Update\","

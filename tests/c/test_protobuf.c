@@ -5,32 +5,17 @@
  * encoder. Truncated and corrupted input must give errors, never crashes. */
 #include "ctest.h"
 #include "protobuf.h"
+#include "testutil.h"
 
 #define FIX "tests/fixtures/protobuf/"
 
 static unsigned char *load(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+  unsigned char *buf = (unsigned char *)tu_slurp(path, n);
+  if (!buf) {
     printf("  cannot open %s (run from the repository root)\n", path);
     *n = 0;
-    return NULL;
   }
-  unsigned char *buf = malloc(65536);
-  *n = fread(buf, 1, 65536, f);
-  fclose(f);
   return buf;
-}
-
-static bool same(const cJSON *got, const char *want) {
-  cJSON *w = cJSON_Parse(want);
-  bool eq = got && w && cJSON_Compare(got, w, 1);
-  if (!eq) {
-    char *g = got ? cJSON_PrintUnformatted(got) : NULL;
-    printf("  got  %s\n  want %s\n", g ? g : "(null)", want);
-    free(g);
-  }
-  cJSON_Delete(w);
-  return eq;
 }
 
 TEST(kubectl_create_namespace) {
@@ -39,7 +24,7 @@ TEST(kubectl_create_namespace) {
   cJSON *o = NULL;
   char *err = NULL;
   CHECK_EQ_INT(kl_protobuf_decode(b, n, &o, &err), 0);
-  CHECK(same(o, "{\"kind\":\"Namespace\",\"apiVersion\":\"v1\",\"metadata\":{"
+  CHECK(tu_json_same(o, "{\"kind\":\"Namespace\",\"apiVersion\":\"v1\",\"metadata\":{"
                 "\"name\":\"wire-kc\",\"creationTimestamp\":null},\"spec\":{},"
                 "\"status\":{}}"));
   cJSON_Delete(o);
@@ -53,7 +38,7 @@ TEST(kubectl_create_configmap) {
   cJSON *o = NULL;
   char *err = NULL;
   CHECK_EQ_INT(kl_protobuf_decode(b, n, &o, &err), 0);
-  CHECK(same(o, "{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{"
+  CHECK(tu_json_same(o, "{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{"
                 "\"name\":\"kc-cm\",\"namespace\":\"wire-kc\","
                 "\"creationTimestamp\":null},\"data\":{\"a\":\"1\",\"b\":\"2\""
                 "}}"));
@@ -73,7 +58,7 @@ TEST(server_response_namespace) {
   free(err);
   /* without the dangling byte the envelope is whole */
   CHECK_EQ_INT(kl_protobuf_decode(b, n - 1, &o, &err), 0);
-  CHECK(same(o,
+  CHECK(tu_json_same(o,
              "{\"kind\":\"Namespace\",\"apiVersion\":\"v1\",\"metadata\":{"
              "\"name\":\"wire-kc\",\"uid\":\"7950d7c0-0dc8-4d51-a18f-"
              "ade86a1d0069\",\"resourceVersion\":\"311\",\"creationTimestamp\":"
@@ -151,7 +136,7 @@ TEST(secret_and_serviceaccount) {
   cJSON *o = NULL;
   char *err = NULL;
   CHECK_EQ_INT(kl_protobuf_decode(body.b, body.n, &o, &err), 0);
-  CHECK(same(o, "{\"kind\":\"Secret\",\"apiVersion\":\"v1\",\"metadata\":{"
+  CHECK(tu_json_same(o, "{\"kind\":\"Secret\",\"apiVersion\":\"v1\",\"metadata\":{"
                 "\"name\":\"s1\",\"namespace\":\"ns\",\"creationTimestamp\":"
                 "null,\"deletionGracePeriodSeconds\":30,\"labels\":{\"app\":"
                 "\"web\"},\"finalizers\":[\"example.com/f\"]},\"immutable\":"
@@ -172,7 +157,7 @@ TEST(secret_and_serviceaccount) {
   e_uint(&sa, 4, 0);
   e_envelope(&body, "v1", "ServiceAccount", &sa);
   CHECK_EQ_INT(kl_protobuf_decode(body.b, body.n, &o, &err), 0);
-  CHECK(same(o, "{\"kind\":\"ServiceAccount\",\"apiVersion\":\"v1\","
+  CHECK(tu_json_same(o, "{\"kind\":\"ServiceAccount\",\"apiVersion\":\"v1\","
                 "\"metadata\":{\"name\":\"builder\",\"creationTimestamp\":"
                 "null},\"secrets\":[{\"kind\":\"Secret\",\"name\":\"tok\"}],"
                 "\"imagePullSecrets\":[{\"name\":\"regcred\"}],"

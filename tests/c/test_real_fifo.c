@@ -10,24 +10,7 @@
 #include "real_fifo.h"
 #include "store.h"
 #include "undelta_store.h"
-
-static kl_obj *mk(const char *ns, const char *name, const char *rv) {
-  char json[256];
-  snprintf(json, sizeof json,
-           "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
-           "{\"namespace\":\"%s\",\"name\":\"%s\",\"resourceVersion\":\"%s\"}}",
-           ns, name, rv);
-  kl_obj *o = NULL;
-  if (kl_obj_new(json, strlen(json), NULL, &o, NULL) != 0) abort();
-  return o;
-}
-
-#define ADD(f, fn, ns, name, rv)                                              \
-  do {                                                                        \
-    kl_obj *o_ = mk(ns, name, rv);                                            \
-    CHECK_EQ_INT(fn(f, o_), 0);                                               \
-    kl_obj_unref(o_);                                                         \
-  } while (0)
+#include "testutil.h"
 
 static kl_deltas pop(kl_real_fifo *f, bool *initial) {
   kl_deltas d = KL_DELTAS_INIT;
@@ -38,18 +21,14 @@ static kl_deltas pop(kl_real_fifo *f, bool *initial) {
   return d;
 }
 
-static const char *rv_of(const kl_delta *d) {
-  return d->obj ? kl_obj_resource_version(d->obj) : "(null)";
-}
-
 TEST(every_event_in_order_without_coalescing) {
   kl_store *s = kl_store_new();
   kl_real_fifo *f = kl_real_fifo_new(s);
-  ADD(f, kl_real_fifo_add, "ns", "a", "1");
-  ADD(f, kl_real_fifo_add, "ns", "b", "2");
-  ADD(f, kl_real_fifo_update, "ns", "a", "3");
-  ADD(f, kl_real_fifo_delete, "ns", "a", "4");
-  ADD(f, kl_real_fifo_delete, "ns", "a", "4"); /* no dedup either */
+  TU_ADD(f, kl_real_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_real_fifo_add, "ns", "b", "2");
+  TU_ADD(f, kl_real_fifo_update, "ns", "a", "3");
+  TU_ADD(f, kl_real_fifo_delete, "ns", "a", "4");
+  TU_ADD(f, kl_real_fifo_delete, "ns", "a", "4"); /* no dedup either */
   CHECK_EQ_INT(kl_real_fifo_len(f), 5);
   kl_strv keys = {0};
   kl_real_fifo_list_keys(f, &keys);
@@ -66,7 +45,7 @@ TEST(every_event_in_order_without_coalescing) {
     CHECK(!d.replace_batch);
     if (d.n == 1) {
       CHECK_EQ_STR(kl_delta_key(&d.v[0]), want_key[i]);
-      CHECK_EQ_STR(rv_of(&d.v[0]), want_rv[i]);
+      CHECK_EQ_STR(tu_rv_of(&d.v[0]), want_rv[i]);
       CHECK_EQ_INT(d.v[0].type, want_type[i]);
     }
     kl_deltas_free(&d);
@@ -77,15 +56,15 @@ TEST(every_event_in_order_without_coalescing) {
 
 TEST(replace_is_one_batch_with_tombstones) {
   kl_store *s = kl_store_new();
-  kl_obj *so = mk("ns", "store-only", "1"), *b = mk("ns", "both", "1");
+  kl_obj *so = tu_configmap("ns", "store-only", "1"), *b = tu_configmap("ns", "both", "1");
   kl_store_add(s, so);
   kl_store_add(s, b);
   kl_real_fifo *f = kl_real_fifo_new(s);
-  ADD(f, kl_real_fifo_update, "ns", "both", "2");
-  ADD(f, kl_real_fifo_add, "ns", "queue-only", "3");
-  ADD(f, kl_real_fifo_add, "ns", "deleted", "4");
-  ADD(f, kl_real_fifo_delete, "ns", "deleted", "5");
-  kl_obj *l[2] = {mk("ns", "x", "7"), mk("ns", "y", "8")};
+  TU_ADD(f, kl_real_fifo_update, "ns", "both", "2");
+  TU_ADD(f, kl_real_fifo_add, "ns", "queue-only", "3");
+  TU_ADD(f, kl_real_fifo_add, "ns", "deleted", "4");
+  TU_ADD(f, kl_real_fifo_delete, "ns", "deleted", "5");
+  kl_obj *l[2] = {tu_configmap("ns", "x", "7"), tu_configmap("ns", "y", "8")};
   CHECK_EQ_INT(kl_real_fifo_replace(f, l, 2, "10"), 0);
   CHECK_EQ_INT(kl_real_fifo_len(f), 5);
   for (int i = 0; i < 4; i++) {
@@ -106,9 +85,9 @@ TEST(replace_is_one_batch_with_tombstones) {
     CHECK_EQ_INT(d.v[2].type, KL_DELTA_DELETED);
     CHECK(d.v[2].tombstone);
     CHECK_EQ_STR(d.v[2].key, "ns/both");
-    CHECK_EQ_STR(rv_of(&d.v[2]), "2");
+    CHECK_EQ_STR(tu_rv_of(&d.v[2]), "2");
     CHECK_EQ_STR(d.v[3].key, "ns/queue-only");
-    CHECK_EQ_STR(rv_of(&d.v[3]), "3");
+    CHECK_EQ_STR(tu_rv_of(&d.v[3]), "3");
     /* then known-only keys with the store's object */
     CHECK(d.v[4].tombstone);
     CHECK_EQ_STR(d.v[4].key, "ns/store-only");
@@ -132,20 +111,20 @@ TEST(replace_is_one_batch_with_tombstones) {
 
 TEST(resync_skips_keys_with_queued_entries) {
   kl_store *s = kl_store_new();
-  kl_obj *a = mk("ns", "a", "1"), *b = mk("ns", "b", "1"),
-         *c = mk("ns", "c", "1");
+  kl_obj *a = tu_configmap("ns", "a", "1"), *b = tu_configmap("ns", "b", "1"),
+         *c = tu_configmap("ns", "c", "1");
   kl_store_add(s, a);
   kl_store_add(s, b);
   kl_store_add(s, c);
   kl_real_fifo *f = kl_real_fifo_new(s);
-  ADD(f, kl_real_fifo_update, "ns", "a", "2");
+  TU_ADD(f, kl_real_fifo_update, "ns", "a", "2");
   kl_real_fifo_replace(f, &b, 1, "3"); /* b inside a batch counts as queued */
   CHECK_EQ_INT(kl_real_fifo_len(f), 2);
   kl_deltas d = pop(f, NULL);
   kl_deltas_free(&d);
   d = pop(f, NULL); /* the batch */
   kl_deltas_free(&d);
-  ADD(f, kl_real_fifo_update, "ns", "b", "4");
+  TU_ADD(f, kl_real_fifo_update, "ns", "b", "4");
   for (int i = 0; i < 3; i++) kl_real_fifo_resync(f);
   CHECK_EQ_INT(kl_real_fifo_len(f), 3); /* b's update, a and c synced once */
   d = pop(f, NULL);
@@ -170,9 +149,9 @@ TEST(has_synced_counts_entries_up_to_first_replace) {
   kl_store *s = kl_store_new();
   kl_real_fifo *f = kl_real_fifo_new(s);
   CHECK(!kl_real_fifo_has_synced(f));
-  kl_obj *o = mk("ns", "a", "1");
+  kl_obj *o = tu_configmap("ns", "a", "1");
   kl_real_fifo_replace(f, &o, 1, "1");
-  ADD(f, kl_real_fifo_add, "ns", "b", "2");
+  TU_ADD(f, kl_real_fifo_add, "ns", "b", "2");
   CHECK(!kl_real_fifo_has_synced(f));
   bool initial = false;
   kl_deltas d = pop(f, &initial);
@@ -193,7 +172,7 @@ TEST(has_synced_counts_entries_up_to_first_replace) {
   CHECK(kl_real_fifo_has_synced(f));
   kl_real_fifo_unref(f);
   f = kl_real_fifo_new(NULL);
-  ADD(f, kl_real_fifo_delete, "ns", "a", "1");
+  TU_ADD(f, kl_real_fifo_delete, "ns", "a", "1");
   CHECK(kl_real_fifo_has_synced(f));
   kl_real_fifo_unref(f);
   kl_store_unref(s);
@@ -208,7 +187,7 @@ static int failing(kl_deltas *d, bool initial, void *ud) {
 
 TEST(failed_entry_is_not_requeued) {
   kl_real_fifo *f = kl_real_fifo_new(NULL);
-  ADD(f, kl_real_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_real_fifo_add, "ns", "a", "1");
   CHECK_EQ_INT(kl_real_fifo_pop(f, 1, failing, NULL), KL_EAGAIN);
   CHECK_EQ_INT(kl_real_fifo_len(f), 0);
   kl_real_fifo_unref(f);
@@ -224,8 +203,8 @@ static int times_out(kl_deltas *d, bool initial, void *ud) {
  * (LeakSanitizer reports it at exit otherwise). */
 TEST(entry_is_freed_when_process_returns_a_pop_code) {
   kl_real_fifo *f = kl_real_fifo_new(NULL);
-  ADD(f, kl_real_fifo_add, "ns", "a", "1");
-  ADD(f, kl_real_fifo_add, "ns", "b", "1");
+  TU_ADD(f, kl_real_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_real_fifo_add, "ns", "b", "1");
   CHECK_EQ_INT(kl_real_fifo_pop(f, 1, times_out, NULL), KL_ETIMEDOUT);
   CHECK_EQ_INT(kl_real_fifo_pop(f, 1, times_out, NULL), KL_ETIMEDOUT);
   CHECK_EQ_INT(kl_real_fifo_len(f), 0);
@@ -284,8 +263,8 @@ static void on_push(const kl_objv *state, void *ud) {
 TEST(undelta_store_pushes_full_state_after_every_change) {
   pushes p = {0};
   kl_undelta_store *u = kl_undelta_store_new(NULL, on_push, &p);
-  kl_obj *a = mk("ns", "a", "1"), *b = mk("ns", "b", "1"),
-         *a2 = mk("ns", "a", "2");
+  kl_obj *a = tu_configmap("ns", "a", "1"), *b = tu_configmap("ns", "b", "1"),
+         *a2 = tu_configmap("ns", "a", "2");
   CHECK_EQ_INT(kl_undelta_store_add(u, a), 0);
   CHECK_EQ_INT(p.count, 1);
   CHECK_EQ_STR(p.last, "ns/a@1,");

@@ -20,43 +20,16 @@
 #include "ctest.h"
 #include "discovery.h"
 #include "rest.h"
+#include "testutil.h"
 
 static char tmp[256];
 static const char *wire = "/work/shared/k8s-wire";
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  if (system(cmd) != 0) {
-    printf("# command failed: %s\n", cmd);
-    exit(1);
-  }
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  kl_buf b = KL_BUF_INIT;
-  char chunk[8192];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) kl_buf_add(&b, chunk, n);
-  fclose(f);
-  if (!b.data) kl_buf_adds(&b, "");
-  if (len) *len = b.len;
-  return kl_buf_detach(&b, NULL);
-}
 
 static char *tpath(const char *rel) { return kl_sprintf("%s/%s", tmp, rel); }
 
 static void write_tmp(const char *rel, const char *text) {
   char *p = tpath(rel);
-  FILE *f = fopen(p, "w");
-  fputs(text, f);
-  fclose(f);
+  tu_write_file(p, text);
   free(p);
 }
 
@@ -73,7 +46,7 @@ static atomic_int seen_peer_certs; /* client certificates presented */
 /* Serves the response part of a captured .http file. */
 static enum MHD_Result serve_capture(struct MHD_Connection *c,
                                      const char *path) {
-  char *text = slurp(path, NULL);
+  char *text = tu_slurp(path, NULL);
   if (!text) return MHD_NO;
   char *r = strstr(text, "=== response\n");
   int code = 500;
@@ -234,7 +207,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
   if (!strcmp(url, "/gzip")) {
     size_t n = 0;
     char *p = tpath("body.json.gz");
-    char *gz = slurp(p, &n);
+    char *gz = tu_slurp(p, &n);
     free(p);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         n, gz, MHD_RESPMEM_MUST_FREE);
@@ -294,12 +267,12 @@ static bool start_server(server *s, const char *certname) {
   if (certname) {
     char *kp = kl_sprintf("%s/certs/%s.key", tmp, certname);
     char *cp = kl_sprintf("%s/certs/%s.crt", tmp, certname);
-    s->key = slurp(kp, NULL);
-    s->cert = slurp(cp, NULL);
+    s->key = tu_slurp(kp, NULL);
+    s->cert = tu_slurp(cp, NULL);
     free(kp), free(cp);
     /* with a trust CA the server asks for client certificates */
     char *tp = kl_sprintf("%s/certs/ca.crt", tmp);
-    s->trust = slurp(tp, NULL);
+    s->trust = tu_slurp(tp, NULL);
     free(tp);
     s->d = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, handler, NULL,
                             MHD_OPTION_SOCK_ADDR, &sa,
@@ -470,7 +443,7 @@ TEST(gzip_and_headers) {
   kl_rest_error e;
   CHECK_EQ_INT(get(c, "/gzip", &resp, &e), 0);
   char *p = tpath("body.json");
-  char *want = slurp(p, NULL);
+  char *want = tu_slurp(p, NULL);
   free(p);
   CHECK(resp.body.data && want && !strcmp(resp.body.data, want));
   free(want);
@@ -792,7 +765,7 @@ TEST(exec_plugin_rerun_on_401) {
   char *ca = kl_sprintf("    certificate-authority: %s/certs/ca.crt\n", tmp);
   const char *root = getenv("KLUA_ROOT") ? getenv("KLUA_ROOT") : ".";
   char *abs = realpath(root, NULL);
-  sh("rm -rf %s/plugin && mkdir -p %s/plugin && echo 2999-01-01T00:00:00Z "
+  tu_sh("rm -rf %s/plugin && mkdir -p %s/plugin && echo 2999-01-01T00:00:00Z "
      "> %s/plugin/expiry && printf tok-old > %s/plugin/token", tmp, tmp, tmp,
      tmp);
   char *user = kl_sprintf(
@@ -808,12 +781,12 @@ TEST(exec_plugin_rerun_on_401) {
   CHECK_EQ_INT(get(c, "/echo", &resp, &e), 0); /* cached: no second run */
   kl_rest_resp_free(&resp);
   kl_rest_error_free(&e);
-  sh("printf tok-new > %s/plugin/token", tmp);
+  tu_sh("printf tok-new > %s/plugin/token", tmp);
   atomic_store(&hits_401, 0);
   CHECK_EQ_INT(get(c, "/needs-new-token", &resp, &e), 0);
   CHECK_EQ_INT(atomic_load(&hits_401), 2);
   char *cp = tpath("plugin/count");
-  char *count = slurp(cp, NULL);
+  char *count = tu_slurp(cp, NULL);
   CHECK(count && atoi(count) == 2);
   free(count);
   free(cp);
@@ -971,7 +944,7 @@ int main(void) {
   snprintf(tmp, sizeof tmp, "/tmp/klua-rest-XXXXXX");
   if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
   const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-  sh("mkdir -p %s/certs && cd %s/certs && "
+  tu_sh("mkdir -p %s/certs && cd %s/certs && "
      "openssl req -x509 %s -keyout ca.key -out ca.crt -days 1 "
      "-subj /CN=klua-test-ca >/dev/null 2>&1 && "
      "openssl req %s -keyout server.key -out server.csr -subj /CN=apiserver "
@@ -989,7 +962,7 @@ int main(void) {
      "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key "
      "-CAcreateserial -out client.crt -days 1 >/dev/null 2>&1",
      tmp, tmp, ec, ec, ec, ec);
-  sh("cd %s && for i in $(seq 200); do printf '{\"i\":%%d}' $i; done "
+  tu_sh("cd %s && for i in $(seq 200); do printf '{\"i\":%%d}' $i; done "
      "> body.json && gzip -k body.json", tmp);
   if (!start_server(&plain, NULL)) {
     printf("# cannot start the test server\n");
@@ -1012,6 +985,6 @@ int main(void) {
   RUN(discovery_resolves_and_refreshes_on_miss);
   RUN(concurrent_requests_share_one_client);
   stop_server(&plain);
-  sh("rm -rf %s", tmp);
+  tu_sh("rm -rf %s", tmp);
   return ctest_summary();
 }

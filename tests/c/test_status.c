@@ -6,23 +6,7 @@
 #include "ctest.h"
 #include "kl.h"
 #include "status.h"
-
-static const char *wire_dir(void) {
-  const char *d = getenv("KLUA_WIRE_DIR");
-  return d && *d ? d : "/work/shared/k8s-wire";
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  kl_buf b = KL_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) kl_buf_add(&b, tmp, n);
-  fclose(f);
-  if (!b.data) kl_buf_addc(&b, '\0'), b.len = 0;
-  return kl_buf_detach(&b, len);
-}
+#include "testutil.h"
 
 /* Splits a captured .http exchange: the response status code, the value of
  * its Retry-After header (NEW or NULL) and a pointer to its body. */
@@ -111,9 +95,9 @@ TEST(every_captured_error_decodes) {
   for (size_t i = 0; i < ncases; i++) {
     const struct err_case *c = &cases[i];
     char path[1024];
-    snprintf(path, sizeof path, "%s/errors/%s", wire_dir(), c->file);
+    snprintf(path, sizeof path, "%s/errors/%s", tu_wire_dir(), c->file);
     size_t len;
-    char *text = slurp(path, &len);
+    char *text = tu_slurp(path, &len);
     CHECK(text != NULL);
     if (!text) {
       printf("  cannot read %s\n", path);
@@ -143,9 +127,9 @@ TEST(every_captured_error_decodes) {
 
 static void decode_file(const char *file, kl_status *st) {
   char path[1024];
-  snprintf(path, sizeof path, "%s/errors/%s", wire_dir(), file);
+  snprintf(path, sizeof path, "%s/errors/%s", tu_wire_dir(), file);
   size_t len;
-  char *text = slurp(path, &len);
+  char *text = tu_slurp(path, &len);
   memset(st, 0, sizeof *st);
   if (!text) {
     CHECK(text != NULL);

@@ -7,23 +7,7 @@
 #include "ctest.h"
 #include "kl.h"
 #include "watch_decode.h"
-
-static const char *wire_dir(void) {
-  const char *d = getenv("KLUA_WIRE_DIR");
-  return d && *d ? d : "/work/shared/k8s-wire";
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  kl_buf b = KL_BUF_INIT;
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) kl_buf_add(&b, tmp, n);
-  fclose(f);
-  kl_buf_reserve(&b, 1);
-  return kl_buf_detach(&b, len);
-}
+#include "testutil.h"
 
 /* Test-only HTTP/1.1 de-chunker: splits the body of a raw response into its
  * chunks (offsets into raw). A response without Transfer-Encoding: chunked
@@ -215,9 +199,9 @@ TEST(captured_streams_every_split) {
   for (size_t ci = 0; ci < ncases; ci++) {
     const struct watch_case *c = &cases[ci];
     char path[1024];
-    snprintf(path, sizeof path, "%s/watch/%s.raw", wire_dir(), c->file);
+    snprintf(path, sizeof path, "%s/watch/%s.raw", tu_wire_dir(), c->file);
     size_t len;
-    char *raw = slurp(path, &len);
+    char *raw = tu_slurp(path, &len);
     CHECK(raw != NULL);
     if (!raw) continue;
     chunk ch[256];
@@ -240,14 +224,12 @@ TEST(captured_streams_every_split) {
     expected_sig(c, &want);
 
     /* the de-chunked bytes equal the .http capture's body */
-    snprintf(path, sizeof path, "%s/watch/%s.http", wire_dir(), c->file);
+    snprintf(path, sizeof path, "%s/watch/%s.http", tu_wire_dir(), c->file);
     size_t hlen;
-    char *http = slurp(path, &hlen);
-    const char *hb = http ? strstr(http, "=== response\n") : NULL;
-    hb = hb ? strstr(hb, "\n\n") : NULL;
+    char *http = tu_slurp(path, &hlen);
+    const char *hb = http ? tu_http_body_of(http) : NULL;
     CHECK(hb != NULL);
     if (hb) {
-      hb += 2;
       CHECK_EQ_INT(hlen - (size_t)(hb - http), body.len);
       CHECK(memcmp(hb, body.data, body.len) == 0);
     }
@@ -288,16 +270,9 @@ TEST(captured_streams_every_split) {
 }
 
 static char *http_body(const char *file, size_t *n) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/watch/%s.http", wire_dir(), file);
-  size_t len;
-  char *http = slurp(path, &len);
-  if (!http) return NULL;
-  const char *b = strstr(strstr(http, "=== response\n"), "\n\n") + 2;
-  *n = len - (size_t)(b - http);
-  char *out = kl_strndup(b, *n);
-  free(http);
-  return out;
+  char rel[512];
+  snprintf(rel, sizeof rel, "watch/%s.http", file);
+  return tu_wire_body(rel, n);
 }
 
 TEST(error_event_is_410_expired) {
