@@ -4,30 +4,8 @@
 -- close and timeouts.
 local core = require("klua_core")
 
-local function obj(name, rv, ns)
-  return {
-    apiVersion = "v1", kind = "ConfigMap",
-    metadata = { namespace = ns or "ns", name = name, resourceVersion = rv },
-  }
-end
-
--- A known-objects store (the informer's store), filled with objs.
-local function store_with(...)
-  assert(core.store_new, "klua_core.store_new (runtime/lua_store.c) missing")
-  local s = core.store_new()
-  for _, o in ipairs({ ... }) do assert(s:add(o)) end
-  return s
-end
-
-local function pop(f)
-  local d, initial = f:pop(nil, 1)
-  assert(d, initial)
-  return d, initial
-end
-
-local function rv(delta)
-  return delta.object and delta.object.metadata.resourceVersion
-end
+local h = require("fifo_helpers")
+local obj, store_with, pop, rv = h.obj, h.store_with, h.pop, h.rv
 
 describe("delta_fifo", function()
   it("queues a key once and hands over its deltas oldest first", function()

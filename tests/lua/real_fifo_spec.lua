@@ -3,29 +3,8 @@
 -- close.
 local core = require("klua_core")
 
-local function obj(name, rv, ns)
-  return {
-    apiVersion = "v1", kind = "ConfigMap",
-    metadata = { namespace = ns or "ns", name = name, resourceVersion = rv },
-  }
-end
-
-local function store_with(...)
-  assert(core.store_new, "klua_core.store_new (runtime/lua_store.c) missing")
-  local s = core.store_new()
-  for _, o in ipairs({ ... }) do assert(s:add(o)) end
-  return s
-end
-
-local function pop(f)
-  local d, initial = f:pop(nil, 1)
-  assert(d, initial)
-  return d, initial
-end
-
-local function rv(delta)
-  return delta.object and delta.object.metadata.resourceVersion
-end
+local h = require("fifo_helpers")
+local obj, store_with, pop, rv = h.obj, h.store_with, h.pop, h.rv
 
 describe("real_fifo", function()
   it("delivers every event in order, one per pop, without coalescing",

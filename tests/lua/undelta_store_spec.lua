@@ -2,12 +2,7 @@
 -- change the push function receives the complete state.
 local core = require("klua_core")
 
-local function obj(name, rv)
-  return {
-    apiVersion = "v1", kind = "ConfigMap",
-    metadata = { namespace = "ns", name = name, resourceVersion = rv },
-  }
-end
+local obj = require("fifo_helpers").obj
 
 -- "ns/a@1 ns/b@2": the pushed state, sorted (list order is unspecified)
 local function summary(objs)
