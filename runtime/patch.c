@@ -921,6 +921,18 @@ static cJSON *entry_set(cJSON *e) {
   return s;
 }
 
+/* Sets member k of object o to v (taken): replaces it, or adds it when the
+ * entry lacks it (a managedFields entry from a client may miss any member;
+ * cJSON_ReplaceItemInObject would then neither add v nor free it). */
+static void set_member(cJSON *o, const char *k, cJSON *v) {
+  if (cJSON_GetObjectItemCaseSensitive(o, k))
+    cJSON_ReplaceItemInObjectCaseSensitive(o, k, v);
+  else if (cJSON_IsObject(o))
+    cJSON_AddItemToObject(o, k, v);
+  else
+    cJSON_Delete(v);
+}
+
 static cJSON *new_entry(const char *manager, const char *operation,
                         const char *api_version, const char *time) {
   cJSON *e = cJSON_CreateObject();
@@ -1154,10 +1166,9 @@ int kl_patch_apply(const cJSON *live, const cJSON *applied,
   char *t = now_rfc3339(now);
   if (c.self >= 0) {
     e = cJSON_GetArrayItem(c.mf, c.self);
-    cJSON_ReplaceItemInObjectCaseSensitive(e, "fieldsV1", newset);
-    cJSON_ReplaceItemInObjectCaseSensitive(e, "time", cJSON_CreateString(t));
-    cJSON_ReplaceItemInObjectCaseSensitive(e, "apiVersion",
-                                           cJSON_CreateString(av));
+    set_member(e, "fieldsV1", newset);
+    set_member(e, "time", cJSON_CreateString(t));
+    set_member(e, "apiVersion", cJSON_CreateString(av));
   } else {
     e = new_entry(manager, "Apply", av, t);
     cJSON_ReplaceItemInObjectCaseSensitive(e, "fieldsV1", newset);
@@ -1268,14 +1279,13 @@ void kl_patch_record_update(const cJSON *old, cJSON *obj, const char *manager,
       mine = new_entry(mgr, "Update", av, t);
       cJSON_AddItemToArray(mf, mine);
     } else {
-      cJSON_ReplaceItemInObjectCaseSensitive(mine, "time",
-                                             cJSON_CreateString(t));
+      set_member(mine, "time", cJSON_CreateString(t));
     }
     free(t);
     cJSON *s = entry_set(mine);
     /* union: add every changed path */
     cJSON *merged = kl_patch_merge(s, u.changed);
-    cJSON_ReplaceItemInObjectCaseSensitive(mine, "fieldsV1", merged);
+    set_member(mine, "fieldsV1", merged);
   }
   cJSON_Delete(u.changed);
   put_managed_fields(obj, mf);
