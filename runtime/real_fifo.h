@@ -48,17 +48,23 @@ int kl_real_fifo_resync(kl_real_fifo *f);
  * KL_ETIMEDOUT. */
 int kl_real_fifo_pop(kl_real_fifo *f, double timeout,
                      kl_fifo_process_fn process, void *ud);
+/* Like pop without a process function: moves the entry into *out (a zeroed
+ * or freed kl_deltas; the caller frees it with kl_deltas_free) and sets
+ * *initial (may be NULL). */
 int kl_real_fifo_pop_deltas(kl_real_fifo *f, double timeout, kl_deltas *out,
                             bool *initial);
 
 /* True once every entry queued up to and including the first Replace (or
  * nothing, when add/update/delete came first) has been popped. */
 bool kl_real_fifo_has_synced(kl_real_fifo *f);
+/* Wakes every pop; later pops on an empty queue return KL_ECLOSED (entries
+ * queued before close are still handed out). */
 void kl_real_fifo_close(kl_real_fifo *f);
 bool kl_real_fifo_is_closed(kl_real_fifo *f);
 /* Number of queued entries (a replace batch counts once). */
 size_t kl_real_fifo_len(kl_real_fifo *f);
-/* Distinct keys with something queued, in order of first appearance. */
+/* Appends the distinct keys with something queued (NEW strings), in order
+ * of first appearance. */
 void kl_real_fifo_list_keys(kl_real_fifo *f, kl_strv *out);
 
 #endif

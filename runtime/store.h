@@ -100,7 +100,7 @@ char *kl_store_last_replace_rv(kl_store *s);
  * particular order. kl_store_index returns the objects that share any of
  * obj's values (each once); obj need not be in the store. */
 int kl_store_index(kl_store *s, const char *index, const kl_obj *obj,
-                   kl_objv *out); /* objects sharing any of obj's values */
+                   kl_objv *out);
 int kl_store_index_keys(kl_store *s, const char *index, const char *value,
                         kl_strv *out);
 int kl_store_by_index(kl_store *s, const char *index, const char *value,

@@ -81,6 +81,7 @@ bool kl_wq_shutting_down(kl_wq *q);
 
 /* Ready items (not counting delayed ones or ones in processing). */
 size_t kl_wq_len(kl_wq *q);
+/* Fills *out with a consistent snapshot of the counters. */
 void kl_wq_get_stats(kl_wq *q, kl_wq_stats *out);
 
 #endif
