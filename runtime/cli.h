@@ -6,6 +6,8 @@
 #define KL_CLI_H
 
 int kl_cmd_serve(int argc, char **argv); /* apiserver_cmd.c */
+int kl_cmd_run(int argc, char **argv);   /* run_cmd.c */
+int kl_cmd_dev(int argc, char **argv);   /* run_cmd.c */
 
 /* Shared helper: prints "klua SUB: msg" plus a --help hint to stderr and
  * returns 2 (usage error). */

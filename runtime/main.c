@@ -12,6 +12,9 @@ static const char usage[] =
     "keeps an indexed cache of cluster objects over list+watch.\n"
     "\n"
     "commands:\n"
+    "  run        run the controllers of a Lua script against a cluster\n"
+    "  dev        run a script against an in-process local API server, with\n"
+    "             hot reload\n"
     "  serve      run the local Kubernetes API server (for development/tests)\n"
     "  version    print the version\n"
     "  help       print this help\n"
@@ -25,6 +28,8 @@ typedef struct {
 
 static const command commands[] = {
     {"serve", kl_cmd_serve},
+    {"run", kl_cmd_run},
+    {"dev", kl_cmd_dev},
 };
 
 int main(int argc, char **argv) {
