@@ -4,10 +4,12 @@
 #include "store.h"
 #include "lua_json.h"
 #include "delta_fifo.h"
+#include "informer.h"
 
 const kl_lua_binding kl_lua_bindings[] = {
     {"json", kl_lua_open_json},
     {"fifo", kl_lua_open_fifo},
     {"store", kl_lua_open_store},
+    {"informer", kl_lua_open_informer},
     {NULL, NULL},
 };
