@@ -71,6 +71,20 @@ $(B)/tests/%: tests/c/%.c $(B)/libklua.a $(TEST_HDRS) $(HDRS)
 
 test-bins: $(TEST_BIN)
 
+# Benchmarks (`make bench`, scripts/bench; docs/performance.md): bench/*.c
+# built with -O2 and no sanitizers into $(BUILD)/bench/.
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libklua.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 $(PKG_CFLAGS) \
+	  $(if $(wildcard runtime/informer.c),-DKL_BENCH_HAVE_INFORMER) \
+	  -o $@ $< $(BUILD)/libklua.a \
+	  $(PKG_LIBS) $(LDLIBS)
+bench-bins: $(BENCH_BIN)
+bench:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) SANITIZE= all bench-bins
+	@BUILD=$(BUILD) bash scripts/bench $(BENCH_ARGS)
+
 deps:
 	@bash scripts/install-deps.sh
 
