@@ -191,6 +191,7 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
     if (d->scalar) d->vscan = d->pos;
   }
   size_t i = d->vscan, end = 0;
+  bool found = false; /* end may be 0: an empty scalar at the buffer start */
   while (i < len) {
     char c;
     if (d->in_str) {
@@ -211,6 +212,7 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
         d->in_str = false;
         if (d->depth == 0) {
           end = i;
+          found = true;
           break;
         }
       } else {
@@ -225,6 +227,7 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
     if (d->scalar) {
       if (c == ',' || c == '}' || c == ']' || c == ':' || is_ws(c)) {
         end = i;
+        found = true;
         break;
       }
     } else if (c == '"') {
@@ -236,12 +239,13 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
     } else if (c == '}' || c == ']') {
       if (--d->depth == 0) {
         end = i + 1;
+        found = true;
         break;
       }
     }
     i++;
   }
-  if (!end) {
+  if (!found) {
     d->vscan = i;
     if (len - d->vstart > d->max_item)
       return fail(d, KL_EPROTO,
