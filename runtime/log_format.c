@@ -69,9 +69,8 @@ static void timestamp(char *buf, size_t n) {
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
-  snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
-           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-           tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+  size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000 % 1000));
 }
 
 /* Redacted copy of a field's value (NEW in tmp; returns tmp->data). */
