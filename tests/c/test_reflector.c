@@ -670,6 +670,12 @@ static void rec_free(rec *r) {
   kl_store_unref(r->store);
   pthread_mutex_destroy(&r->mu);
 }
+/* reads a counter of r from the test thread (the sink writes them) */
+static long rec_tmp;
+static void rec_lock(rec *r) { pthread_mutex_lock(&r->mu); }
+static void rec_unlock(rec *r) { pthread_mutex_unlock(&r->mu); }
+#define RGET(r, f) (rec_lock(&(r)), rec_tmp = (long)(r).f, rec_unlock(&(r)), rec_tmp)
+
 static kl_reflector_sink rec_sink(rec *r) {
   return (kl_reflector_sink){rec_add, rec_update, rec_del, rec_replace, r};
 }
@@ -782,9 +788,9 @@ TEST(pagination_5000_in_pages_of_500) {
     CHECK(strstr(lines[i], "continue=") != NULL);
     CHECK(!strstr(lines[i], "resourceVersion="));
   }
-  CHECK_EQ_INT(r.replaces, 1);
-  CHECK(!r.saw_managed_fields); /* stripped by default */
-  CHECK(!r.saw_missing_kind);   /* injected into list items */
+  CHECK_EQ_INT(RGET(r, replaces), 1);
+  CHECK(!RGET(r, saw_managed_fields)); /* stripped by default */
+  CHECK(!RGET(r, saw_missing_kind));   /* injected into list items */
   CHECK(store_matches_model(r.store));
   /* the watch starts at the list's RV, with bookmarks */
   CHECK_EQ_INT(log_grep("WATCH", lines, 64), 1);
@@ -817,9 +823,9 @@ TEST(watch_events_and_bookmarks_advance_rv) {
   mcreate(7);
   WAIT_FOR(rv_is(rf, model_rv()));
   CHECK(store_matches_model(r.store));
-  CHECK_EQ_INT(r.adds, 1);
-  CHECK_EQ_INT(r.updates, 1);
-  CHECK_EQ_INT(r.dels, 1);
+  CHECK_EQ_INT(RGET(r, adds), 1);
+  CHECK_EQ_INT(RGET(r, updates), 1);
+  CHECK_EQ_INT(RGET(r, dels), 1);
   /* writes elsewhere move the RV only through bookmarks */
   mbump();
   mbump();
@@ -953,8 +959,8 @@ TEST(expired_continue_restarts_full_list) {
   CHECK(!strstr(lines[2], "limit="));
   CHECK(!strstr(lines[2], "continue="));
   CHECK(!strstr(lines[2], "resourceVersion="));
-  CHECK_EQ_INT(r.replaces, 1);
-  CHECK_EQ_INT(r.last_replace_n, 1200);
+  CHECK_EQ_INT(RGET(r, replaces), 1);
+  CHECK_EQ_INT(RGET(r, last_replace_n), 1200);
   CHECK(store_matches_model(r.store));
   kl_reflector_stats st;
   kl_reflector_stats_get(rf, &st);
@@ -972,14 +978,14 @@ TEST(streaming_list_used_when_supported) {
   kl_reflector_opts o = base_opts();
   o.watch_list = true;
   kl_reflector *rf = start(&o, &r);
-  WAIT_FOR(r.replaces == 1);
+  WAIT_FOR(RGET(r, replaces) == 1);
   mupdate(3);
   mcreate(40);
   WAIT_FOR(rv_is(rf, model_rv()));
   CHECK(store_matches_model(r.store));
   CHECK_EQ_INT(atomic_load(&n_list), 0);
-  CHECK_EQ_INT(r.replaces, 1);
-  CHECK_EQ_INT(r.last_replace_n, 30);
+  CHECK_EQ_INT(RGET(r, replaces), 1);
+  CHECK_EQ_INT(RGET(r, last_replace_n), 30);
   CHECK_EQ_INT(log_grep("WATCH", lines, 64), 1);
   CHECK(has_param(lines[0], "sendInitialEvents=true"));
   CHECK(has_param(lines[0], "resourceVersionMatch=NotOlderThan"));
@@ -1039,7 +1045,7 @@ TEST(streaming_list_ignored_falls_back) {
   WAIT_FOR(kl_store_len(r.store) == 12 && atomic_load(&n_watch) >= 2);
   CHECK(store_matches_model(r.store));
   CHECK_EQ_INT(atomic_load(&n_list), 1);
-  CHECK_EQ_INT(r.replaces, 1);
+  CHECK_EQ_INT(RGET(r, replaces), 1);
   kl_reflector_stats st;
   kl_reflector_stats_get(rf, &st);
   CHECK_EQ_INT(st.watch_list_fallbacks, 1);
@@ -1139,7 +1145,7 @@ TEST(stop_is_prompt_during_list_and_idle_watch) {
   double t0 = kl_now();
   kl_reflector_stop(rf);
   printf("# stop during a list took %.3f s\n", kl_now() - t0);
-  CHECK_EQ_INT(r.replaces, 0);
+  CHECK_EQ_INT(RGET(r, replaces), 0);
   kl_reflector_free(rf);
   atomic_store(&k_slow_list, 0);
 
@@ -1172,11 +1178,11 @@ TEST(captured_watch_stream_replayed) {
   char *rv = kl_reflector_last_rv(rf);
   CHECK_EQ_STR(rv, "238");
   free(rv);
-  CHECK_EQ_INT(r.adds, 2);
-  CHECK_EQ_INT(r.updates, 3);
-  CHECK_EQ_INT(r.dels, 2);
+  CHECK_EQ_INT(RGET(r, adds), 2);
+  CHECK_EQ_INT(RGET(r, updates), 3);
+  CHECK_EQ_INT(RGET(r, dels), 2);
   CHECK_EQ_INT(kl_store_len(r.store), 0);
-  CHECK(!r.saw_managed_fields);
+  CHECK(!RGET(r, saw_managed_fields));
   int nw = log_grep("WATCH", lines, 64);
   CHECK(nw >= 2);
   CHECK(has_param(lines[0], "resourceVersion=231"));
