@@ -117,11 +117,15 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
     return fail(err, KL_EINVAL, "object has no metadata.name");
   }
   uint32_t key = (uint32_t)b.len;
-  if (b.data[ns] != '\0') {
-    kl_buf_adds(&b, b.data + ns);
+  /* The key is copied from b itself: reserve first, so that no realloc
+   * moves the bytes being copied. */
+  size_t nslen = strlen(b.data + ns), namelen = strlen(b.data + name);
+  kl_buf_reserve(&b, nslen + namelen + 2);
+  if (nslen) {
+    kl_buf_add(&b, b.data + ns, nslen);
     kl_buf_addc(&b, '/');
   }
-  kl_buf_adds(&b, b.data + name);
+  kl_buf_add(&b, b.data + name, namelen);
   kl_buf_addc(&b, '\0');
 
   kl_obj *o = kl_malloc(sizeof *o + b.len);
