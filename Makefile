@@ -138,3 +138,9 @@ uninstall:
 
 clean:
 	rm -rf build $(BUILD)
+
+# libFuzzer targets (clang, ASan+UBSan) into $(BUILD)/fuzz, each run for
+# FUZZ_SECONDS from a scratch copy of its seed corpus; see docs/fuzzing.md.
+FUZZ_SECONDS ?= 30
+fuzz:
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh

@@ -10,6 +10,7 @@
 #include "json.h"
 #include "kl.h"
 #include "list_decode.h"
+#include "object.h"
 #include "patch.h"
 
 /* Reads tests/fuzz/regressions/<name> (run from the repository root, as
@@ -132,9 +133,53 @@ TEST(list_empty_value_at_chunk_start) {
   free(body);
 }
 
+/* fuzz_json_to_lua, fuzz_list_decode: kl_obj_new built the key "ns/name"
+ * by appending from its own buffer (b.data + ns) with kl_buf_adds, which
+ * may realloc that buffer first: a use-after-free, and without ASan a
+ * garbage cache key, whenever the append crossed the buffer's capacity. */
+TEST(obj_key_copied_from_moved_buffer) {
+  size_t n = 0;
+  char *json = load("fuzz_json_to_lua-obj-key-copied-from-moved-buffer", &n);
+  CHECK(json != NULL);
+  if (!json) return;
+  kl_obj *o = NULL;
+  char *err = NULL;
+  CHECK_EQ_INT(kl_obj_new(json, n, NULL, &o, &err), 0);
+  if (o) {
+    char *want = kl_sprintf("%s/%s", kl_obj_namespace(o), kl_obj_name(o));
+    CHECK_EQ_STR(kl_obj_key(o), want);
+    free(want);
+  }
+  kl_obj_unref(o);
+  free(err);
+  free(json);
+  /* every length around the buffer's growth points */
+  for (size_t nl = 1; nl < 300; nl += 7) {
+    for (size_t ml = 1; ml < 300; ml += 3) {
+      kl_buf b = KL_BUF_INIT;
+      kl_buf_adds(&b, "{\"metadata\":{\"namespace\":\"");
+      for (size_t i = 0; i < nl; i++) kl_buf_addc(&b, 'a' + (char)(i % 26));
+      kl_buf_adds(&b, "\",\"name\":\"");
+      for (size_t i = 0; i < ml; i++) kl_buf_addc(&b, 'A' + (char)(i % 26));
+      kl_buf_adds(&b, "\"}}");
+      o = NULL;
+      CHECK_EQ_INT(kl_obj_new(b.data, b.len, NULL, &o, NULL), 0);
+      if (o) {
+        char *want = kl_sprintf("%s/%s", kl_obj_namespace(o), kl_obj_name(o));
+        CHECK(strlen(kl_obj_namespace(o)) == nl && strlen(kl_obj_name(o)) == ml);
+        CHECK_EQ_STR(kl_obj_key(o), want);
+        free(want);
+      }
+      kl_obj_unref(o);
+      kl_buf_free(&b);
+    }
+  }
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
   RUN(list_empty_value_at_chunk_start);
+  RUN(obj_key_copied_from_moved_buffer);
   return ctest_summary();
 }
