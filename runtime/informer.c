@@ -326,14 +326,20 @@ static int process(kl_deltas *d, bool initial, void *ud) {
   return 0;
 }
 
-/* client-go's processor.shouldResync: marks the handlers due now. */
-static bool should_resync(kl_informer *inf) {
+/* client-go's processor.shouldResync, run at every resync check: marks the
+ * handlers due now (they stay marked until the next check, so the whole
+ * round of Sync deltas reaches them) and returns whether any is. *period
+ * gets the smallest handler period (client-go's resyncCheckPeriod). */
+static bool should_resync(kl_informer *inf, double *period) {
   double now = kl_now();
   bool any = false;
+  *period = 0;
   pthread_mutex_lock(&inf->mu);
   for (size_t i = 0; i < inf->nh; i++) {
     kl_handler *h = inf->hs[i];
     h->syncing = false;
+    if (h->resync_s > 0 && (*period == 0 || h->resync_s < *period))
+      *period = h->resync_s;
     if (h->resync_s > 0 && now >= h->next_resync) {
       h->syncing = true;
       h->next_resync = now + h->resync_s;
@@ -346,11 +352,19 @@ static bool should_resync(kl_informer *inf) {
 
 static void *ctl_run(void *arg) {
   kl_informer *inf = arg;
+  double next_check = 0;
   while (!atomic_load(&inf->stop)) {
     int rc = inf->dq ? kl_delta_fifo_pop(inf->dq, 0.05, process, inf)
                      : kl_real_fifo_pop(inf->rq, 0.05, process, inf);
     if (rc == KL_ECLOSED) break;
-    if (should_resync(inf)) {
+    double now = kl_now();
+    if (now < next_check) continue;
+    double period;
+    bool due = should_resync(inf, &period);
+    /* handlers added later are looked at within 50 ms */
+    next_check = now + (period > 0 && period < 0.05 ? period : 0.05);
+    if (due) {
+      next_check = now + period;
       if (inf->dq) kl_delta_fifo_resync(inf->dq);
       else kl_real_fifo_resync(inf->rq);
     }

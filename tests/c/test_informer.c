@@ -115,6 +115,7 @@ typedef struct rec {
   int anomalies; /* add of a known key, update/delete of an unknown one */
   int null_objs;
   int sleep_ms;
+  int resync_r1, resync_r2; /* resyncs of default/r-1 and default/r-2 */
 } rec;
 
 static void rec_init(rec *r) {
@@ -140,7 +141,11 @@ static void rec_apply(rec *r, const kl_notification *n) {
     break;
   case KL_NOTIFY_UPDATE:
     r->updates++;
-    if (n->resync) r->resyncs++;
+    if (n->resync) {
+      r->resyncs++;
+      if (!strcmp(n->key, "default/r-1")) r->resync_r1++;
+      if (!strcmp(n->key, "default/r-2")) r->resync_r2++;
+    }
     if (!known || !n->old) r->anomalies++;
     free(kl_hmap_put(&r->view, n->key,
                      kl_strdup(kl_obj_resource_version(n->obj))));
@@ -347,8 +352,12 @@ TEST(resync_reaches_only_handlers_due) {
   kl_informer_add_handler(inf, rec_fn, &b, 0, &hb);
   kl_informer_start(inf);
   CHECK(kl_informer_wait_for_sync(inf, 10));
-  WAIT_FOR(rec_get(&a, &a.resyncs) >= 4);
-  CHECK(rec_get(&a, &a.resyncs) >= 4);
+  WAIT_FOR(rec_get(&a, &a.resyncs) >= 6);
+  CHECK(rec_get(&a, &a.resyncs) >= 6);
+  /* every round reaches every cached object */
+  int d = rec_get(&a, &a.resync_r1) - rec_get(&a, &a.resync_r2);
+  CHECK(d >= -1 && d <= 1);
+  CHECK(rec_get(&a, &a.resync_r2) >= 2);
   CHECK_EQ_INT(rec_get(&b, &b.resyncs), 0);
   CHECK_EQ_INT(rec_get(&b, &b.updates), 0);
   CHECK_EQ_INT(rec_get(&a, &a.anomalies), 0);
