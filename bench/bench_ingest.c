@@ -388,9 +388,14 @@ typedef struct syncer {
 } syncer;
 
 static const char *syncer_start(syncer *y, kl_rest *c, const char *res,
-                                long page) {
+                                long page, bool hold) {
   kl_reflector_opts ro = {.rest = c, .path = res_path(res),
                           .page_size = (int)page};
+  if (hold) { /* retry a held watch promptly once it is released */
+    ro.idle_timeout_s = 1;
+    ro.backoff_initial_s = 0.05;
+    ro.backoff_max_s = 0.2;
+  }
   char *err = NULL;
 #ifdef KL_BENCH_HAVE_INFORMER
   kl_informer_opts io = {.reflector = ro};
@@ -432,6 +437,20 @@ static uint64_t syncer_updates(syncer *y) {
 #endif
 }
 
+/* The last resourceVersion the reflector saw (the list's, right after the
+ * sync): a NEW string. */
+static char *syncer_rv(syncer *y) {
+#ifdef KL_BENCH_HAVE_INFORMER
+  kl_informer_stats st;
+  kl_informer_stats_get(y->inf, &st);
+  return kl_strdup(st.reflector.last_rv);
+#else
+  kl_reflector_stats st;
+  kl_reflector_stats_get(y->refl, &st);
+  return kl_strdup(st.last_rv);
+#endif
+}
+
 static void syncer_stop(syncer *y) {
 #ifdef KL_BENCH_HAVE_INFORMER
   kl_informer_stop(y->inf);
@@ -440,6 +459,20 @@ static void syncer_stop(syncer *y) {
   kl_reflector_free(y->refl);
 #endif
   kl_store_unref(y->store);
+}
+
+/* The server's fault endpoint (klua serve --faults on): POST an action, or
+ * DELETE every armed fault. */
+static void faults(kl_rest *c, const char *method, const char *body) {
+  kl_rest_req rq = {.method = method, .path = "/_klua/faults", .body = body,
+                    .body_len = body ? strlen(body) : 0, .no_retry = true};
+  kl_rest_resp resp = {0};
+  kl_rest_error e = {0};
+  int rc = kl_rest_do(c, &rq, &resp, &e);
+  if (rc) bench_die("%s /_klua/faults (is the server run with --faults on?):"
+                    " %s", method, e.message ? e.message : kl_strerror(rc));
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
 }
 
 static void sleep_ms(double ms) {
@@ -453,18 +486,25 @@ static int cmd_sync(int argc, char **argv) {
   int reps = (int)bench_argl(argc, argv, "--reps", 3);
   long wevents = bench_argl(argc, argv, "--watch-events", 0);
   kl_rest *c = bench_rest(bench_arg(argc, argv, "--kubeconfig", NULL));
+  /* --hold: the informer's watch requests are held by the server (a delay
+   * fault) while the driver makes the updates; released, the watch replays
+   * them from history at full speed (a burst, not a trickle) */
+  bool hold = wevents > 0 && bench_argl(argc, argv, "--hold", 0);
+  if (hold)
+    faults(c, "POST", "{\"action\":\"delay\",\"seconds\":300,"
+                      "\"method\":\"GET\",\"watch\":true,\"count\":0}");
 
   malloc_trim(0);
   size_t rss0 = bench_rss();
   syncer y = {0};
   double t0 = bench_now(), c0 = bench_pcpu();
-  const char *path = syncer_start(&y, c, res, page);
+  const char *path = syncer_start(&y, c, res, page, hold);
   while (!syncer_synced(&y)) sleep_ms(0.2);
   double sync = bench_now() - t0, sync_cpu = bench_pcpu() - c0;
   size_t rss1 = bench_rss(), hwm = bench_status_bytes("VmHWM");
   size_t n = kl_store_len(y.store), json = store_json_bytes(y.store);
   size_t fp = kl_store_footprint(y.store);
-  char *rv = kl_store_last_replace_rv(y.store);
+  char *rv = syncer_rv(&y);
 
   double wsecs = 0, wcpu = 0;
   uint64_t got = 0;
@@ -474,12 +514,23 @@ static int cmd_sync(int argc, char **argv) {
     row_str(&r, "resource_version", rv ? rv : "");
     row_end(&r);
     uint64_t base = syncer_updates(&y);
+    /* the driver writes "go RV" once the updates are made, RV being the
+     * server's resourceVersion before them */
+    char line[128], rvbuf[64];
+    if (!fgets(line, sizeof line, stdin) ||
+        sscanf(line, "go %63s", rvbuf) != 1)
+      bench_die("sync: expected \"go RV\" on stdin");
+    free(rv);
+    rv = kl_strdup(rvbuf);
+    if (hold) faults(c, "DELETE", NULL);
     double c1 = bench_pcpu(), t1 = 0, tl = bench_now();
+    uint64_t last = 0;
     for (;;) {
       got = syncer_updates(&y) - base;
       if (got && !t1) t1 = bench_now();
       if (got >= (uint64_t)wevents) break;
-      if (bench_now() - tl > 60) break; /* the writer died */
+      if (got != last) { last = got; tl = bench_now(); }
+      if (bench_now() - tl > 30) break; /* no progress: the writer died */
       sleep_ms(1);
     }
     wsecs = bench_now() - t1;
@@ -535,6 +586,10 @@ static int cmd_sync(int argc, char **argv) {
     row_num(&r, "floor_seconds", wf.wall);
     row_num(&r, "floor_cpu_seconds", wf.cpu);
     row_num(&r, "floor_events_per_second", (double)got / wf.wall);
+    row_num(&r, "floor_events_per_cpu_second", (double)got / wf.cpu);
+    row_num(&r, "rate_ratio", ((double)got / wsecs) / ((double)got / wf.wall));
+    row_str(&r, "mode", hold ? "burst (held watch released)" :
+                                "live (rate of the writer)");
     row_num(&r, "cpu_rate_ratio", (wf.cpu > 0 && wcpu > 0) ?
             ((double)got / wcpu) / ((double)got / wf.cpu) : 0);
     row_end(&r);
