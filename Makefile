@@ -106,12 +106,13 @@ test-e2e: all
 
 # The README's first command: installs what is missing, builds, and runs the
 # ConfigMap mirror example against the local API server (docs/examples.md).
+DEMO_KUBECONFIG = $(abspath $(B))/demo.kubeconfig
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@echo ''
 	@echo 'klua demo: examples/configmap-mirror.lua copies every ConfigMap labelled'
-	@echo 'mirror=true from namespace source to namespace target. In another terminal,'
-	@echo 'export KUBECONFIG=<the kubeconfig path printed below>, then try:'
+	@echo 'mirror=true from namespace source to namespace target. In another terminal:'
+	@echo '  export KUBECONFIG=$(DEMO_KUBECONFIG)'
 	@echo '  kubectl get configmaps -n target --show-labels    # the copy of app-settings'
 	@echo "  kubectl patch configmap -n source app-settings --type merge -p '{\"data\":{\"color\":\"green\"}}'"
 	@echo '  kubectl get configmap -n target app-settings -o yaml    # color: green'
@@ -120,7 +121,8 @@ demo: deps
 	@echo 'Edit the script and save: klua dev reloads it. Ctrl-C stops the demo.'
 	@echo 'More examples: docs/examples.md'
 	@echo ''
-	$(B)/klua dev examples/configmap-mirror.lua --seed examples/seed
+	$(B)/klua dev examples/configmap-mirror.lua --seed examples/seed \
+	  --kubeconfig-out $(DEMO_KUBECONFIG)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LUA_LDIR)/klua \
