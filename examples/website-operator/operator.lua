@@ -9,9 +9,10 @@
 -- demo.klua.dev/cleanup so that it deletes the owned objects itself before
 -- the Website goes.
 --
---   kubectl apply -f examples/website-operator/crd.yaml      (before starting)
---   build/klua run examples/website-operator/operator.lua --kubeconfig KUBECONFIG
+--   build/klua dev examples/website-operator/operator.lua --seed examples/website-operator/crd.yaml
 --   kubectl apply -f examples/website-operator/website.yaml
+-- (against a cluster: kubectl apply -f examples/website-operator/crd.yaml
+-- first, then build/klua run examples/website-operator/operator.lua)
 --
 -- Ready: no deployment controller runs against the local API server, so no
 -- pod ever becomes available there. Ready therefore means "the owned objects
