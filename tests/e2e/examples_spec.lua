@@ -104,6 +104,26 @@ local function start(opts)
   return c
 end
 
+-- start_dev(script, seed): `klua dev SCRIPT --seed SEED --kubeconfig-out F`,
+-- the API server and the controllers in one process (what `make demo` runs).
+local function start_dev(script, seed)
+  local c = setmetatable({ dir = tmpdir(), n = 0 }, Cluster)
+  c.kubeconfig = c.dir .. "/kubeconfig"
+  c.controller_log = c.dir .. "/dev.log"
+  c.controller = spawn("exec " .. q(KLUA) .. " dev " .. q(script) .. " --seed " .. q(seed) ..
+    " --kubeconfig-out " .. q(c.kubeconfig), c.controller_log)
+  for _ = 1, 100 do
+    c.url = (read(c.kubeconfig) or ""):match("server:%s*[\"']?(http://[%d%.:]+)")
+    if c.url or not alive(c.controller) then break end
+    sleep(0.05)
+  end
+  if not c.url then
+    c:stop()
+    error("klua dev did not write a kubeconfig:\n" .. tail(c.controller_log))
+  end
+  return c
+end
+
 function Cluster:stop()
   stop(self.controller)
   stop(self.server)
@@ -401,5 +421,22 @@ describe("website-operator end to end", function()
     c:wait("the Website to be gone", function() return c:get(WS .. "/hello") == nil end)
     assert.is_nil(c:get(cm_path("default", "hello-site")))
     assert.is_nil(c:get(DEP .. "/hello"))
+  end)
+end)
+
+describe("make demo (klua dev with examples/seed) end to end", function()
+  local c
+  setup(function()
+    c = start_dev(ROOT .. "/examples/configmap-mirror.lua", ROOT .. "/examples/seed")
+  end)
+  teardown(function() if c then c:stop() end end)
+
+  it("mirrors the seeded ConfigMap, and a ConfigMap labelled later", function()
+    c:wait("target/app-settings", function()
+      local cm = c:get(cm_path("target", "app-settings"))
+      return cm and cm.data.greeting == "hello"
+    end)
+    c:merge(cm_path("source", "local-only"), { metadata = { labels = { mirror = "true" } } })
+    c:wait("target/local-only", function() return c:get(cm_path("target", "local-only")) end)
   end)
 end)
