@@ -318,10 +318,7 @@ static int list_once(kl_reflector *r) {
   }
 
   if (result == L_OK) {
-    int src = r->sink.replace(r->sink.ud, items.v, items.n, list_rv);
-    if (src)
-      kl_log(KL_LOG_WARN, MOD, "%s: replace failed: %s", r->name,
-             kl_strerror(src));
+    /* state and counters first: whoever sees the queue synced sees them */
     set_rv(r, list_rv);
     r->rv_unavailable = false;
     pthread_mutex_lock(&r->mu);
@@ -331,6 +328,10 @@ static int list_once(kl_reflector *r) {
     r->st.synced = true;
     pthread_mutex_unlock(&r->mu);
     r->listed_once = true;
+    int src = r->sink.replace(r->sink.ud, items.v, items.n, list_rv);
+    if (src)
+      kl_log(KL_LOG_WARN, MOD, "%s: replace failed: %s", r->name,
+             kl_strerror(src));
     kl_log(KL_LOG_DEBUG, MOD, "%s: listed %zu objects at resourceVersion %s",
            r->name, items.n, list_rv);
   } else if (result == L_FAIL) {
@@ -376,10 +377,7 @@ static void deliver_initial(wctx *c, const char *rv) {
   while (kl_hmap_next(&c->init, &i, &k, &val)) kl_objv_push(&v, val);
   kl_hmap_free(&c->init);
   kl_hmap_init(&c->init, true);
-  int src = r->sink.replace(r->sink.ud, v.v, v.n, rv);
-  if (src)
-    kl_log(KL_LOG_WARN, MOD, "%s: replace failed: %s", r->name,
-           kl_strerror(src));
+  set_rv(r, rv);
   pthread_mutex_lock(&r->mu);
   r->st.lists++;
   if (r->listed_once) r->st.relists++;
@@ -389,6 +387,10 @@ static void deliver_initial(wctx *c, const char *rv) {
   pthread_mutex_unlock(&r->mu);
   r->listed_once = true;
   r->rv_unavailable = false;
+  int src = r->sink.replace(r->sink.ud, v.v, v.n, rv);
+  if (src)
+    kl_log(KL_LOG_WARN, MOD, "%s: replace failed: %s", r->name,
+           kl_strerror(src));
   kl_log(KL_LOG_DEBUG, MOD, "%s: streaming list: %zu objects at "
          "resourceVersion %s", r->name, v.n, rv);
   kl_objv_free(&v);
