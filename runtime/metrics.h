@@ -151,4 +151,9 @@ struct kl_wq;
 int kl_metrics_watch_workqueue(kl_metrics *r, const char *name,
                                struct kl_wq *q);
 
+/* The Lua binding (lua_metrics.c): klua_core.metrics_counter, _gauge,
+ * _histogram and metrics_expose, on kl_metrics_default(). */
+struct lua_State;
+void kl_lua_open_metrics(struct lua_State *L, int core);
+
 #endif
