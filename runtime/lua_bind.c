@@ -5,11 +5,13 @@
 #include "lua_json.h"
 #include "delta_fifo.h"
 #include "informer.h"
+#include "metrics.h"
 
 const kl_lua_binding kl_lua_bindings[] = {
     {"json", kl_lua_open_json},
     {"fifo", kl_lua_open_fifo},
     {"store", kl_lua_open_store},
     {"informer", kl_lua_open_informer},
+    {"metrics", kl_lua_open_metrics},
     {NULL, NULL},
 };
