@@ -198,12 +198,31 @@ int kl_vm_call(kl_vm *vm, int nargs, int nret, double budget, char **err) {
   return fired ? KL_ETIMEDOUT : KL_ELUA;
 }
 
+/* pcall and xpcall re-raise an error caught while the budget is exceeded,
+ * so a script that catches every error cannot outlive its budget. Lua
+ * wrappers keep coroutines yieldable across them. */
 static const char bootstrap[] =
-    "local b, prefix = ...\n"
+    "local b, prefix, aborting = ...\n"
+    "local raw_pcall, raw_xpcall, error = pcall, xpcall, error\n"
+    "local function check(ok, ...)\n"
+    "  if not ok and aborting() then error((...), 0) end\n"
+    "  return ok, ...\n"
+    "end\n"
+    "pcall = function(f, ...) return check(raw_pcall(f, ...)) end\n"
+    "xpcall = function(f, h, ...) return check(raw_xpcall(f, h, ...)) end\n"
     "package.path = prefix .. package.path\n"
     "local klua = require('klua')\n"
     "klua._set_backend(b)\n"
     "return klua\n";
+
+static int vm_aborting(lua_State *L) {
+  kl_vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+  pthread_mutex_lock(&vm->mu);
+  bool fired = vm->fired;
+  pthread_mutex_unlock(&vm->mu);
+  lua_pushboolean(L, fired);
+  return 1;
+}
 
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
@@ -245,10 +264,12 @@ int kl_vm_new(const kl_vm_opts *o, kl_vm **out, char **err) {
   free(dir);
   int rc = luaL_loadbuffer(L, bootstrap, sizeof bootstrap - 1, "=klua");
   if (rc != 0) goto lua_fail;
-  if (o->env) kl_rt_push_backend(L, o->env);
-  else lua_newtable(L);
+  static const kl_rt_env no_env = {0};
+  kl_rt_push_backend(L, o->env ? o->env : &no_env);
   lua_pushstring(L, prefix.data);
-  rc = kl_vm_call(vm, 2, 1, budget, err);
+  lua_pushlightuserdata(L, vm);
+  lua_pushcclosure(L, vm_aborting, 1);
+  rc = kl_vm_call(vm, 3, 1, budget, err);
   if (rc != 0) goto fail;
   vm->ref_klua = luaL_ref(L, LUA_REGISTRYINDEX);
 
