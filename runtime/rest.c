@@ -4,6 +4,7 @@
  * stop flag take effect promptly. DNS and TLS sessions are shared through a
  * curl share handle with locks. */
 #include "rest.h"
+#include "metrics.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -537,6 +538,21 @@ static bool is_idempotent(const char *m) {
   return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "OPTIONS");
 }
 
+/* rest_client_requests_total{code,method,host}: every attempt, as client-go
+ * counts them ("<error>" when no HTTP answer came). */
+static void count_request(const kl_rest *c, const char *method, int status) {
+  char code[16], host[256];
+  if (status > 0)
+    snprintf(code, sizeof code, "%d", status);
+  else
+    snprintf(code, sizeof code, "<error>");
+  const char *h = strstr(c->server, "://");
+  h = h ? h + 3 : c->server;
+  snprintf(host, sizeof host, "%.*s", (int)strcspn(h, "/"), h);
+  kl_counter_inc(kl_metric_withv(kl_std_metrics_get()->rest_requests_total,
+                                 code, method, host));
+}
+
 int kl_rest_do(kl_rest *c, const kl_rest_req *req, kl_rest_resp *resp,
                kl_rest_error *err) {
   memset(resp, 0, sizeof *resp);
@@ -580,6 +596,7 @@ int kl_rest_do(kl_rest *c, const kl_rest_req *req, kl_rest_resp *resp,
     bool broken = false;
     char *tmsg = NULL;
     rc = perform(c, r, req, url.data, &cred, resp, &tmsg, &broken);
+    count_request(c, method, rc ? 0 : resp->status);
     uint64_t gen = cred.generation;
     kl_cred_clear(&cred);
     if (broken) {
