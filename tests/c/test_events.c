@@ -10,6 +10,7 @@
 #include "ctest.h"
 #include "events.h"
 #include "kubeconfig.h"
+#include "metrics.h"
 #include "rest.h"
 
 static kl_apiserver *srv;
@@ -131,6 +132,14 @@ TEST(event_shape_and_dedupe_into_count) {
   CHECK_EQ_INT(st.recorded, 3);
   CHECK_EQ_INT(st.created, 1);
   CHECK_EQ_INT(st.patched, 2);
+  /* the REST client counted the requests (rest_client_requests_total) */
+  char host[64];
+  snprintf(host, sizeof host, "127.0.0.1:%d", kl_apiserver_port(srv));
+  const kl_std_metrics *m = kl_std_metrics_get();
+  CHECK(kl_metric_series_value(kl_metric_withv(m->rest_requests_total, "201",
+                                               "POST", host)) >= 1);
+  CHECK(kl_metric_series_value(kl_metric_withv(m->rest_requests_total, "200",
+                                               "PATCH", host)) >= 2);
   /* a different message is a different Event */
   CHECK_EQ_INT(kl_events_record(e, &ref, "Normal", "Synced", "other"), 0);
   CHECK_EQ_INT(kl_events_flush(e, 30), 0);
