@@ -1,0 +1,291 @@
+-- Chaos convergence (docs/reliability.md): while a writer makes random
+-- creates, updates and deletes of ConfigMaps and a custom resource (Widget)
+-- in three namespaces, `klua serve --faults on` closes watches, compacts its
+-- history, fails requests with 500/503/429, cuts watch streams mid-event,
+-- injects malformed lines and delays responses. Six informers (the Lua
+-- binding: different resources, namespaces, selectors, paging, in-order
+-- FIFO, streaming lists) and a real `klua run` controller follow along.
+-- After the writer stops, within CHAOS_CONVERGE seconds:
+--   * every informer's store equals the server's list exactly (same keys,
+--     same resourceVersions),
+--   * every informer's handler view (adds/updates/deletes applied in order)
+--     equals it too: no delete was lost (tombstones count),
+--   * the controller's last reconcile of every key saw the key's final
+--     state (its resourceVersion, or absent for deleted keys).
+-- Environment: KLUA_BIN, KLUA_ROOT (set by scripts/run-tests.sh);
+-- CHAOS_SEEDS (default "1 2 3"), CHAOS_SECONDS per seed (default 4),
+-- CHAOS_CONVERGE (default 30), CHAOS_REPORT (a file to append one JSON line
+-- per seed to; scripts/soak uses it).
+local core = require("klua_core")
+
+local ROOT = os.getenv("KLUA_ROOT") or "."
+local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local DRIVER = ROOT .. "/tests/e2e/chaos_driver.py"
+local SECONDS = tonumber(os.getenv("CHAOS_SECONDS") or "4")
+local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "30")
+local REPORT = os.getenv("CHAOS_REPORT")
+local SEEDS = {}
+for s in (os.getenv("CHAOS_SEEDS") or "1 2 3"):gmatch("%d+") do
+  SEEDS[#SEEDS + 1] = tonumber(s)
+end
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function sh(cmd)
+  local a, _, c = os.execute(cmd)
+  return a == true or a == 0 or (a == nil and c == 0)
+end
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+local function capture(cmd)
+  local p = io.popen(cmd)
+  local s = p:read("*a")
+  p:close()
+  return s
+end
+local function now() return tonumber(capture("date +%s.%N")) end
+local function spawn(cmd, log)
+  local p = io.popen("( exec " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return pid
+end
+local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
+local function stop(pid)
+  if not pid then return end
+  sh("kill -TERM " .. pid .. " 2>/dev/null")
+  for _ = 1, 50 do
+    if not alive(pid) then return end
+    sh("sleep 0.1")
+  end
+  sh("kill -KILL " .. pid .. " 2>/dev/null")
+end
+local function tail(path, n)
+  local lines = {}
+  for l in (read(path) or ""):gmatch("[^\n]+") do lines[#lines + 1] = l end
+  return table.concat(lines, "\n", math.max(1, #lines - (n or 20) + 1))
+end
+
+local CONTROLLER = [[
+local klua = require("klua")
+local function rec(kind, api)
+  return function(req)
+    local o = klua.cache(api, kind):get(req.namespace, req.name)
+    klua.log.info("reconciled", { kind = kind, k = req.key,
+      rv = o and o.metadata.resourceVersion or "absent" })
+  end
+end
+klua.controller({ name = "cm", watch = { api_version = "v1", kind = "ConfigMap" },
+  workers = 3, reconcile = rec("ConfigMap", "v1") })
+klua.controller({ name = "wg",
+  watch = { api_version = "chaos.klua.dev/v1", kind = "Widget" },
+  workers = 3, reconcile = rec("Widget", "chaos.klua.dev/v1") })
+]]
+
+local WG = "/apis/chaos.klua.dev/v1"
+local INFORMERS = {
+  {name = "cm-all", path = "/api/v1/configmaps", resource = "ConfigMap"},
+  {name = "cm-a-inorder-paged", path = "/api/v1/namespaces/chaos-a/configmaps",
+   in_order = true, page_size = 3},
+  {name = "cm-tier-x", path = "/api/v1/configmaps", label_selector = "tier=x"},
+  {name = "wg-all", path = WG .. "/widgets", api_version = "chaos.klua.dev/v1",
+   kind = "Widget", resource = "Widget"},
+  {name = "wg-b-watchlist", path = WG .. "/namespaces/chaos-b/widgets",
+   api_version = "chaos.klua.dev/v1", kind = "Widget", watch_list = true},
+  {name = "wg-tier-y-paged", path = WG .. "/widgets", api_version =
+   "chaos.klua.dev/v1", kind = "Widget", label_selector = "tier=y",
+   page_size = 2, in_order = true},
+}
+
+local function decode(s)
+  local ok, v = pcall(core.json_decode, s)
+  return ok and v or nil
+end
+
+local function drain(inf, view, st)
+  while true do
+    local ev = inf:next_event(0)
+    if not ev then return end
+    st[ev.type] = (st[ev.type] or 0) + 1
+    if ev.type == "delete" then
+      if ev.tombstone then st.tombstones = (st.tombstones or 0) + 1 end
+      view[ev.key] = nil
+    else
+      view[ev.key] = ev.obj.metadata.resourceVersion
+    end
+  end
+end
+
+local function store_state(inf)
+  local m = {}
+  for _, o in ipairs(inf:list()) do
+    local ns = o.metadata.namespace
+    m[(ns and ns ~= "" and ns .. "/" or "") .. o.metadata.name] =
+      o.metadata.resourceVersion
+  end
+  return m
+end
+
+-- number of keys where a and b differ
+local function diff(a, b)
+  local n = 0
+  for k, v in pairs(a) do if b[k] ~= v then n = n + 1 end end
+  for k, _ in pairs(b) do if a[k] == nil then n = n + 1 end end
+  return n
+end
+
+-- last reconciled rv per "Kind key" from the controller's log
+local function reconciled(log)
+  local m = {}
+  for line in (read(log) or ""):gmatch("[^\n]+") do
+    if line:find("lua: reconciled ", 1, true) then
+      local kind, k = line:match(" kind=(%S+)"), line:match(" k=(%S+)")
+      local rv = line:match(" rv=(%S+)")
+      if kind and k and rv then m[kind .. " " .. k] = rv end
+    end
+  end
+  return m
+end
+
+local function run_seed(seed)
+  local dir = capture("mktemp -d"):gsub("%s+$", "")
+  local slog, rlog = dir .. "/serve.log", dir .. "/run.log"
+  local spid = spawn(q(KLUA) .. " serve --listen 127.0.0.1:0 --faults on " ..
+    "--bookmark-interval 1 --kubeconfig-out " .. q(dir .. "/kc"), slog)
+  local url
+  for _ = 1, 100 do
+    url = (read(slog) or ""):match("listening on (http://[%d%.:]+)")
+    if url then break end
+    sh("sleep 0.05")
+  end
+  local rpid, infs = nil, {}
+  local function cleanup()
+    for _, i in ipairs(infs) do i.inf:close() end
+    stop(rpid)
+    stop(spid)
+  end
+  local ok, err = pcall(function()
+    assert(url, "klua serve did not start: " .. tail(slog))
+    assert(sh("python3 " .. q(DRIVER) .. " setup " .. url), "setup failed")
+    local f = assert(io.open(dir .. "/ctl.lua", "w"))
+    f:write(CONTROLLER)
+    f:close()
+    rpid = spawn(q(KLUA) .. " run " .. q(dir .. "/ctl.lua") .. " --kubeconfig " ..
+      q(dir .. "/kc"), rlog)
+    for _, spec in ipairs(INFORMERS) do
+      local o = {server = url, backoff_initial = 0.05, backoff_max = 1,
+        watch_timeout = 30}
+      for k, v in pairs(spec) do
+        if k ~= "resource" then o[k] = v end
+      end
+      local inf = assert(core.informer_new(o))
+      assert(inf:start())
+      assert(inf:wait_for_sync(10), spec.name .. " did not sync")
+      infs[#infs + 1] = {spec = spec, inf = inf, view = {}, st = {}}
+    end
+    local out = dir .. "/writer.json"
+    local wpid = spawn("python3 " .. q(DRIVER) .. " write " .. url .. " " .. seed ..
+      " " .. SECONDS .. " " .. q(out), dir .. "/writer.log")
+    local deadline = SECONDS + 60
+    local t0 = now()
+    while alive(wpid) do
+      for _, i in ipairs(infs) do drain(i.inf, i.view, i.st) end
+      sh("sleep 0.05")
+      assert(now() - t0 < deadline, "writer did not finish")
+    end
+    local summary = decode(read(out) or "")
+    assert(summary, "writer failed: " .. tail(dir .. "/writer.log"))
+    assert(alive(rpid), "klua run died: " .. tail(rlog))
+
+    -- the server's final state, per informer and for the controller
+    local want = {}
+    for n, i in ipairs(infs) do
+      want[n] = decode(capture("python3 " .. q(DRIVER) .. " state " .. url ..
+        " " .. q(i.spec.path) .. " " .. q(i.spec.label_selector or "")))
+      assert(want[n], "cannot read the server's state")
+    end
+    local final = {}
+    for n, i in ipairs(infs) do
+      if i.spec.resource then
+        for k, rv in pairs(want[n]) do final[i.spec.resource .. " " .. k] = rv end
+      end
+    end
+    local converged, recovery, divergences
+    local limit = now() + CONVERGE
+    repeat
+      divergences = 0
+      for n, i in ipairs(infs) do
+        drain(i.inf, i.view, i.st)
+        divergences = divergences + diff(store_state(i.inf), want[n]) +
+          diff(i.view, want[n])
+      end
+      local rec = reconciled(rlog)
+      for k, rv in pairs(final) do
+        if rec[k] ~= rv then divergences = divergences + 1 end
+      end
+      for k, rv in pairs(rec) do
+        if final[k] == nil and rv ~= "absent" then divergences = divergences + 1 end
+      end
+      if divergences == 0 then
+        converged = true
+        recovery = now() - summary.last_fault
+        break
+      end
+      sh("sleep 0.1")
+    until now() > limit
+
+    local report = {seed = seed, operations = summary.total_operations,
+      op_counts = summary.operations, faults = summary.faults,
+      total_faults = summary.total_faults, divergences = divergences,
+      recovery_seconds = recovery and math.floor(recovery * 100) / 100,
+      keys = 0, informers = {}}
+    for _ in pairs(final) do report.keys = report.keys + 1 end
+    for _, i in ipairs(infs) do
+      local s = i.inf:stats()
+      report.informers[i.spec.name] = {lists = s.lists, watches = s.watches,
+        events = i.st}
+    end
+    local line = core.json_encode(report)
+    print("# chaos " .. line)
+    if REPORT then
+      local rf = io.open(REPORT, "a")
+      if rf then rf:write(line, "\n") rf:close() end
+    end
+    -- what each party still disagrees about, for the failure message
+    local why = {}
+    if not converged then
+      for n, i in ipairs(infs) do
+        why[#why + 1] = ("%s: store %d, view %d differences"):format(i.spec.name,
+          diff(store_state(i.inf), want[n]), diff(i.view, want[n]))
+      end
+      local rec = reconciled(rlog)
+      for k, rv in pairs(final) do
+        if rec[k] ~= rv then
+          why[#why + 1] = ("controller: %s last reconciled at %s, final %s"):format(
+            k, tostring(rec[k]), rv)
+        end
+      end
+    end
+    assert(converged, "no convergence within " .. CONVERGE .. " s after the " ..
+      "writer stopped (" .. divergences .. " divergences):\n" ..
+      table.concat(why, "\n") .. "\nklua run log tail:\n" .. tail(rlog, 10))
+    assert(summary.total_faults >= SECONDS, "too few faults fired")
+    assert(summary.total_operations >= 100, "too few operations")
+    assert(alive(rpid), "klua run died")
+  end)
+  cleanup()
+  sh("rm -rf " .. q(dir))
+  assert(ok, err)
+end
+
+describe("chaos convergence", function()
+  for _, seed in ipairs(SEEDS) do
+    it("seed " .. seed .. ": informers and the controller converge exactly", function()
+      run_seed(seed)
+    end)
+  end
+end)
