@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hmap.h"
+#include "informer.h"
 #include "workqueue.h"
 
 struct kl_metric_series {
@@ -765,4 +766,46 @@ int kl_metrics_watch_workqueue(kl_metrics *r, const char *name,
   w->q = q;
   memcpy(w->name, name, n + 1);
   return add_collector(r, collect_wq, w, true);
+}
+
+/* ---- informer bridge ------------------------------------------------ */
+
+typedef struct inf_watch {
+  kl_informer *inf;
+  char resource[1];
+} inf_watch;
+
+static void collect_inf(kl_metrics *r, void *ud) {
+  (void)r;
+  inf_watch *w = ud;
+  const kl_std_metrics *m = kl_std_metrics_get();
+  kl_informer_stats st;
+  kl_informer_stats_get(w->inf, &st);
+  const kl_reflector_stats *rs = &st.reflector;
+  const char *res = w->resource;
+  kl_counter_set_total(kl_metric_withv(m->informer_relists_total, res),
+                       (double)rs->relists);
+  kl_counter_set_total(kl_metric_withv(m->informer_watch_restarts_total, res),
+                       (double)rs->watch_restarts);
+  const struct {
+    const char *type;
+    uint64_t n;
+  } ev[] = {{"ADDED", rs->ev_added},       {"MODIFIED", rs->ev_modified},
+            {"DELETED", rs->ev_deleted},   {"BOOKMARK", rs->ev_bookmark},
+            {"ERROR", rs->ev_error}};
+  for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
+    kl_counter_set_total(
+        kl_metric_withv(m->informer_events_total, res, ev[i].type),
+        (double)ev[i].n);
+  kl_gauge_set(kl_metric_withv(m->informer_objects, res), (double)st.objects);
+}
+
+int kl_metrics_watch_informer(kl_metrics *r, const char *resource,
+                              struct kl_informer *inf) {
+  kl_std_metrics_get();
+  size_t n = strlen(resource);
+  inf_watch *w = kl_malloc(sizeof *w + n);
+  w->inf = inf;
+  memcpy(w->resource, resource, n + 1);
+  return add_collector(r, collect_inf, w, true);
 }

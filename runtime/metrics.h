@@ -151,6 +151,15 @@ struct kl_wq;
 int kl_metrics_watch_workqueue(kl_metrics *r, const char *name,
                                struct kl_wq *q);
 
+/* Mirrors an informer's kl_informer_stats_get into klua_informer_* under
+ * {resource} (e.g. "v1/configmaps" or "apps/v1/deployments") at every
+ * scrape: relists, watch restarts, watch events by type (ADDED, MODIFIED,
+ * DELETED, BOOKMARK, ERROR) and cached objects. Same contract as
+ * kl_metrics_watch_workqueue. */
+struct kl_informer;
+int kl_metrics_watch_informer(kl_metrics *r, const char *resource,
+                              struct kl_informer *inf);
+
 /* The Lua binding (lua_metrics.c): klua_core.metrics_counter, _gauge,
  * _histogram and metrics_expose, on kl_metrics_default(). */
 struct lua_State;

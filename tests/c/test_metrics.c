@@ -4,7 +4,13 @@
 #include <math.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "apiserver.h"
 #include "ctest.h"
+#include "informer.h"
+#include "kubeconfig.h"
 #include "metrics.h"
 #include "workqueue.h"
 
@@ -240,6 +246,69 @@ TEST(standard_metrics_and_workqueue_bridge) {
   free(t);
 }
 
+static void make_cm(kl_apiserver *s, const char *name) {
+  kl_as_resource *res = kl_as_find(s, "", "v1", "configmaps");
+  char *t = kl_sprintf("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+                       "\"metadata\":{\"name\":\"%s\"}}", name);
+  cJSON *b = cJSON_Parse(t);
+  free(t);
+  kl_as_result r = KL_AS_RESULT_INIT;
+  kl_as_opts o = {0};
+  kl_as_create(s, res, "default", b, &o, &r);
+  kl_as_result_free(&r);
+  cJSON_Delete(b);
+}
+
+TEST(informer_bridge) {
+  kl_apiserver_opts so = {.listen = "127.0.0.1:0"};
+  kl_apiserver *s = NULL;
+  char *err = NULL;
+  CHECK_EQ_INT(kl_apiserver_new(&so, &s, &err), 0);
+  CHECK_EQ_INT(kl_apiserver_start(s, &err), 0);
+  make_cm(s, "a");
+  make_cm(s, "b");
+  char path[96];
+  snprintf(path, sizeof path, "/tmp/klua-test-metrics-%d.kubeconfig",
+           (int)getpid());
+  FILE *f = fopen(path, "w");
+  fprintf(f, "current-context: t\nclusters:\n- name: c\n  cluster:\n"
+             "    server: %s\nusers:\n- name: u\n  user: {}\n"
+             "contexts:\n- name: t\n  context: {cluster: c, user: u}\n",
+          kl_apiserver_url(s));
+  fclose(f);
+  kl_kubeconfig_opts ko = {.path = path};
+  kl_kubeconfig *kc = NULL;
+  kl_rest *rest = NULL;
+  CHECK_EQ_INT(kl_kubeconfig_load(&ko, &kc, &err), 0);
+  CHECK_EQ_INT(kl_rest_new(kc, NULL, &rest, &err), 0);
+  unlink(path);
+  kl_informer_opts io = {.reflector = {.rest = rest,
+                                       .path = "/api/v1/namespaces/default/"
+                                               "configmaps"}};
+  kl_informer *inf = NULL;
+  CHECK_EQ_INT(kl_informer_new(&io, &inf, &err), 0);
+  CHECK_EQ_INT(kl_informer_start(inf), 0);
+  CHECK(kl_informer_wait_for_sync(inf, 10));
+  make_cm(s, "c");
+  for (int i = 0; i < 500 && kl_store_len(kl_informer_store(inf)) < 3; i++)
+    usleep(10000);
+  kl_metrics *r = kl_metrics_default();
+  int id = kl_metrics_watch_informer(r, "v1/configmaps", inf);
+  char *t = expose(r);
+  CHECK(strstr(t, "klua_informer_objects{resource=\"v1/configmaps\"} 3\n"));
+  CHECK(strstr(t, "klua_informer_events_total{resource=\"v1/configmaps\","
+                  "type=\"ADDED\"} 1\n"));
+  CHECK(strstr(t, "klua_informer_relists_total{resource=\"v1/configmaps\"} "
+                  "0\n"));
+  free(t);
+  kl_metrics_remove_collector(r, id);
+  kl_informer_stop(inf);
+  kl_informer_unref(inf);
+  kl_rest_free(rest);
+  kl_kubeconfig_free(kc);
+  kl_apiserver_free(s);
+}
+
 int main(void) {
   RUN(format_values_like_prometheus);
   RUN(counter_and_gauge_exact_text);
@@ -249,5 +318,6 @@ int main(void) {
   RUN(label_values_with_separators_stay_distinct);
   RUN(collectors_run_at_scrape_and_can_be_removed);
   RUN(standard_metrics_and_workqueue_bridge);
+  RUN(informer_bridge);
   return ctest_summary();
 }
