@@ -33,12 +33,14 @@
 #include "apiserver.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hmap.h"
 #include "json.h"
@@ -96,6 +98,9 @@ struct kl_apiserver {
   gc_item *gq;
   size_t ngq, capgq;
   bool gstop;
+
+  pthread_mutex_t savemu; /* one state-file writer at a time */
+  bool restored;          /* a state file was loaded (seed skips existing) */
 
   void *http;
   int port;
@@ -2447,6 +2452,291 @@ void **kl_as_hook_slot(kl_apiserver *s, int which) {
   return which >= 0 && which < KL_AS_HOOK_MAX ? &s->hooks[which] : NULL;
 }
 
+/* ---- state file (klua serve --state-file) ------------------------------- */
+
+/* Format: JSON lines. Line 1 is the header
+ *   {"kind":"KluaServeState","version":1,"resourceVersion":"N","objects":M}
+ * then M lines, each one stored object exactly as stored (kind/apiVersion
+ * first, managedFields kept), resources in registration order, so every CRD
+ * comes before its custom resources. The count detects truncation. History
+ * is not saved: after a load, watches and continue tokens older than N get
+ * 410 Expired, as after a kube-apiserver restart with a fresh watch cache. */
+
+int kl_apiserver_save_state(kl_apiserver *s, const char *path, char **err) {
+  kl_objv objs = {0};
+  pthread_mutex_lock(&s->savemu);
+  pthread_rwlock_rdlock(&s->mu);
+  uint64_t rv = s->rv;
+  for (size_t i = 0; i < s->nres; i++) {
+    if (s->res[i]->gone) continue;
+    size_t n;
+    kl_obj **a = sorted_of(s->res[i], &n);
+    for (size_t j = 0; j < n; j++) kl_objv_push(&objs, kl_obj_ref(a[j]));
+  }
+  pthread_rwlock_unlock(&s->mu);
+  char *tmp = kl_sprintf("%s.tmp", path);
+  int rc = 0;
+  FILE *f = fopen(tmp, "wb");
+  if (!f) {
+    if (err) *err = kl_sprintf("%s: %s", tmp, strerror(errno));
+    rc = KL_EIO;
+    goto out;
+  }
+  fprintf(f, "{\"kind\":\"KluaServeState\",\"version\":1,"
+             "\"resourceVersion\":\"%llu\",\"objects\":%zu}\n",
+          (unsigned long long)rv, objs.n);
+  for (size_t i = 0; i < objs.n; i++) {
+    size_t n;
+    const char *j = kl_obj_json(objs.v[i], &n);
+    fwrite(j, 1, n, f);
+    fputc('\n', f);
+  }
+  bool bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+  int e = errno;
+  if (fclose(f) != 0 && !bad) {
+    bad = true;
+    e = errno;
+  }
+  if (bad || rename(tmp, path) != 0) {
+    if (!bad) e = errno;
+    if (err) *err = kl_sprintf("%s: %s", bad ? tmp : path, strerror(e));
+    unlink(tmp);
+    rc = KL_EIO;
+    goto out;
+  }
+  /* make the rename itself durable */
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? kl_strndup(path, slash == path ? 1 : (size_t)(slash - path))
+                    : kl_strdup(".");
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  free(dir);
+out:
+  pthread_mutex_unlock(&s->savemu);
+  free(tmp);
+  kl_objv_free(&objs);
+  return rc;
+}
+
+static kl_as_resource *find_kind_locked(kl_apiserver *s, const char *av,
+                                        const char *kind) {
+  for (size_t i = 0; i < s->nres; i++) {
+    kl_as_resource *r = s->res[i];
+    if (!r->gone && !strcmp(r->kind, kind) && !strcmp(r->api_version, av))
+      return r;
+  }
+  return NULL;
+}
+
+static bool obj_has_finalizer(const kl_obj *o, const char *f) {
+  kl_span fin, k, v;
+  if (!kl_obj_get(o, "metadata.finalizers", &fin) || kl_json_type(fin) != 'a')
+    return false;
+  kl_json_iter it;
+  kl_json_iter_init(&it, fin);
+  while (kl_json_next(&it, &k, &v))
+    if (kl_json_streq(v, f)) return true;
+  return false;
+}
+
+/* After a load: queue the garbage collector's pending work again, as
+ * kube-controller-manager's GC does after its own restart (terminating
+ * namespaces, foreground/orphan deletions, dependents whose owners are
+ * gone). Under the write lock. */
+static void requeue_gc(kl_apiserver *s) {
+  kl_hmap uids;
+  kl_hmap_init(&uids, KL_HMAP_BORROW_KEYS);
+  for (size_t i = 0; i < s->nres; i++) {
+    store *st = s->res[i]->store;
+    const char *k;
+    void *v;
+    for (size_t it = 0; kl_hmap_next(&st->objs, &it, &k, &v);)
+      if (kl_obj_uid(v)[0]) kl_hmap_put(&uids, kl_obj_uid(v), v);
+  }
+  for (size_t i = 0; i < s->nres; i++) {
+    kl_as_resource *res = s->res[i];
+    store *st = res->store;
+    const char *k;
+    void *v;
+    for (size_t it = 0; kl_hmap_next(&st->objs, &it, &k, &v);) {
+      kl_obj *o = v;
+      kl_span dt, refs, rk, ref, u;
+      if (kl_obj_get(o, "metadata.deletionTimestamp", &dt) &&
+          kl_json_type(dt) == 's') {
+        if (res == ns_res(s))
+          gc_enqueue(s, GC_NAMESPACE, res, kl_obj_key(o), kl_obj_uid(o));
+        else if (obj_has_finalizer(o, "foregroundDeletion"))
+          gc_enqueue(s, GC_FOREGROUND, res, kl_obj_key(o), kl_obj_uid(o));
+        else if (obj_has_finalizer(o, "orphan"))
+          gc_enqueue(s, GC_ORPHAN, res, kl_obj_key(o), kl_obj_uid(o));
+      }
+      if (!has_owners(o) ||
+          !kl_obj_get(o, "metadata.ownerReferences", &refs))
+        continue;
+      kl_json_iter ji;
+      kl_json_iter_init(&ji, refs);
+      while (kl_json_next(&ji, &rk, &ref)) {
+        if (!kl_json_get(ref, "uid", &u) || kl_json_type(u) != 's') continue;
+        char *uid = kl_json_strdup(u);
+        if (!kl_hmap_has(&uids, uid))
+          gc_enqueue(s, GC_BACKGROUND, res, kl_obj_key(o), uid);
+        free(uid);
+      }
+    }
+  }
+  kl_hmap_free(&uids);
+}
+
+static int state_err(char **err, int rc, char *msg) {
+  if (err) *err = msg;
+  else free(msg);
+  return rc;
+}
+
+int kl_apiserver_load_state(kl_apiserver *s, const char *path, char **err) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return state_err(err, errno == ENOENT ? KL_ENOENT : KL_EIO,
+                     kl_sprintf("%s: %s", path, strerror(errno)));
+  kl_buf b = KL_BUF_INIT;
+  char chunk[65536];
+  size_t got;
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) kl_buf_add(&b, chunk, got);
+  bool rerr = ferror(f);
+  fclose(f);
+  if (rerr) {
+    kl_buf_free(&b);
+    return state_err(err, KL_EIO, kl_sprintf("%s: read error", path));
+  }
+  kl_objv objs = {0};
+  char *msg = NULL;
+  uint64_t rv = 0;
+  long long want = -1;
+  size_t line = 0;
+  const char *p = b.data ? b.data : "", *end = p + b.len;
+  while (p < end && !msg) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    const char *l = p;
+    p = nl ? nl + 1 : end;
+    line++;
+    if (line == 1) {
+      cJSON *h = cJSON_ParseWithLength(l, n);
+      const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(h, "kind"));
+      const char *r =
+          cJSON_GetStringValue(cJSON_GetObjectItem(h, "resourceVersion"));
+      cJSON *ver = cJSON_GetObjectItem(h, "version");
+      cJSON *cnt = cJSON_GetObjectItem(h, "objects");
+      if (!h || !k || strcmp(k, "KluaServeState"))
+        msg = kl_sprintf("%s: not a klua serve state file (line 1 is not a "
+                         "KluaServeState header)", path);
+      else if (!cJSON_IsNumber(ver) || ver->valuedouble != 1)
+        msg = kl_sprintf("%s: unsupported state file version", path);
+      else if (!r || parse_rv(r, &rv) || rv < 1 || !cJSON_IsNumber(cnt) ||
+               cnt->valuedouble < 0)
+        msg = kl_sprintf("%s: line 1: bad resourceVersion or objects count",
+                         path);
+      else
+        want = (long long)cnt->valuedouble;
+      cJSON_Delete(h);
+      continue;
+    }
+    if (n == 0 && !nl) break;
+    kl_obj *o = NULL;
+    char *e = NULL;
+    kl_obj_opts oo = {.drop = NULL};
+    if (kl_obj_new(l, n, &oo, &o, &e) != 0) {
+      msg = kl_sprintf("%s: line %zu: %s", path, line, e ? e : "bad object");
+      free(e);
+      break;
+    }
+    kl_objv_push(&objs, o);
+    uint64_t orv = 0;
+    if (parse_rv(kl_obj_resource_version(o), &orv) || orv > rv)
+      msg = kl_sprintf("%s: line %zu: %s has resourceVersion \"%s\" (the "
+                       "file's is %llu)", path, line, kl_obj_key(o),
+                       kl_obj_resource_version(o), (unsigned long long)rv);
+  }
+  if (!msg && line == 0)
+    msg = kl_sprintf("%s: empty file (not a klua serve state file)", path);
+  if (!msg && want != (long long)objs.n)
+    msg = kl_sprintf("%s: truncated: the header announces %lld objects, the "
+                     "file has %zu", path, want, objs.n);
+  kl_buf_free(&b);
+  if (msg) {
+    kl_objv_free(&objs);
+    return state_err(err, KL_EINVAL, msg);
+  }
+
+  pthread_rwlock_wrlock(&s->mu);
+  for (size_t i = 0; i < s->nres; i++) {
+    store *st = s->res[i]->store;
+    const char *k;
+    void *v;
+    for (size_t it = 0; kl_hmap_next(&st->objs, &it, &k, &v);)
+      kl_obj_unref(v);
+    kl_hmap_free(&st->objs);
+    kl_hmap_init(&st->objs, KL_HMAP_BORROW_KEYS);
+    st->dirty = true;
+  }
+  s->n_owned = 0;
+  kl_as_resource *crds =
+      find_kind_locked(s, "apiextensions.k8s.io/v1", "CustomResourceDefinition");
+  for (size_t i = 0; i < objs.n; i++) {
+    kl_span av, kind;
+    if (!crds || !kl_obj_get(objs.v[i], "kind", &kind) ||
+        !kl_json_streq(kind, "CustomResourceDefinition") ||
+        !kl_obj_get(objs.v[i], "apiVersion", &av) ||
+        !kl_json_streq(av, crds->api_version))
+      continue;
+    cJSON *t = parse_obj(objs.v[i]);
+    crd_register(s, t);
+    cJSON_Delete(t);
+  }
+  for (size_t i = 0; i < objs.n && !msg; i++) {
+    kl_obj *o = objs.v[i];
+    kl_span av, kind;
+    char *avs = kl_obj_get(o, "apiVersion", &av) ? kl_json_strdup(av) : NULL;
+    char *ks = kl_obj_get(o, "kind", &kind) ? kl_json_strdup(kind) : NULL;
+    kl_as_resource *res = avs && ks ? find_kind_locked(s, avs, ks) : NULL;
+    if (!res)
+      msg = kl_sprintf("%s: object %zu (%s): unknown kind %s (apiVersion %s)",
+                       path, i + 1, kl_obj_key(o), ks ? ks : "(none)",
+                       avs ? avs : "(none)");
+    else if (res->namespaced != (kl_obj_namespace(o)[0] != 0))
+      msg = kl_sprintf("%s: object %zu (%s %s): namespace does not fit the "
+                       "resource's scope", path, i + 1, ks, kl_obj_key(o));
+    else if (sget(res, kl_obj_key(o)))
+      msg = kl_sprintf("%s: object %zu (%s %s): stored twice", path, i + 1,
+                       ks, kl_obj_key(o));
+    free(avs);
+    free(ks);
+    if (msg) break;
+    kl_hmap_put(&((store *)res->store)->objs, kl_obj_key(o), kl_obj_ref(o));
+    if (has_owners(o)) s->n_owned++;
+  }
+  s->rv = rv;
+  pthread_mutex_lock(&s->hmu);
+  for (size_t i = 0; i < s->cap; i++) {
+    kl_obj_unref(s->ring[i].obj);
+    kl_obj_unref(s->ring[i].prev);
+    memset(&s->ring[i], 0, sizeof s->ring[i]);
+  }
+  s->hrv = s->hist_min = rv;
+  pthread_cond_broadcast(&s->hcv);
+  pthread_mutex_unlock(&s->hmu);
+  if (!msg) {
+    requeue_gc(s);
+    s->restored = true;
+  }
+  pthread_rwlock_unlock(&s->mu);
+  kl_objv_free(&objs);
+  return msg ? state_err(err, KL_EINVAL, msg) : 0;
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 static char *dupnull(const char *s) { return s ? kl_strdup(s) : NULL; }
@@ -2469,6 +2759,7 @@ int kl_apiserver_new(const kl_apiserver_opts *opts, kl_apiserver **out,
   pthread_rwlock_init(&s->mu, NULL);
   pthread_mutex_init(&s->hmu, NULL);
   pthread_mutex_init(&s->gmu, NULL);
+  pthread_mutex_init(&s->savemu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_cond_init(&s->hcv, &ca);
@@ -2550,6 +2841,12 @@ int kl_apiserver_seed(kl_apiserver *s, const char *path, char **err) {
       }
     }
     kl_as_create(s, res, ns, doc, &ko, &r);
+    if (r.code == 409 && s->restored) {
+      /* after a state-file load the saved objects win: a seed is the
+       * starting point of a fresh server, not an update */
+      kl_as_result_free(&r);
+      continue;
+    }
     if (r.code >= 300) {
       kl_span msg;
       char *m = NULL;
@@ -2634,6 +2931,7 @@ void kl_apiserver_free(kl_apiserver *s) {
   pthread_rwlock_destroy(&s->mu);
   pthread_mutex_destroy(&s->hmu);
   pthread_mutex_destroy(&s->gmu);
+  pthread_mutex_destroy(&s->savemu);
   pthread_cond_destroy(&s->hcv);
   pthread_cond_destroy(&s->gcv);
   free(s);

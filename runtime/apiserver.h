@@ -44,6 +44,21 @@ int kl_apiserver_new(const kl_apiserver_opts *opts, kl_apiserver **out,
  * created. Returns 0, or KL_EINVAL/KL_EIO with a NEW message naming the file
  * and the document. */
 int kl_apiserver_seed(kl_apiserver *s, const char *path, char **err);
+/* State files (`klua serve --state-file`): every stored object of every
+ * resource (CRDs, namespaces, custom resources) plus the global
+ * resourceVersion, as JSON lines (format in apiserver.c).
+ * save writes path atomically (path.tmp, fsync, rename) from a consistent
+ * snapshot; any thread, any time. Returns 0 or KL_EIO + NEW message.
+ * load replaces the whole state with the file's: call it after
+ * kl_apiserver_new and before seeding and kl_apiserver_start. New writes get
+ * resourceVersions above the saved one; the history starts empty, so watches
+ * and continue tokens from older RVs get 410 Expired. Objects a later
+ * kl_apiserver_seed finds existing are left as loaded. Returns 0,
+ * KL_ENOENT when the file does not exist (state untouched), or KL_EIO /
+ * KL_EINVAL with a NEW message naming the file (and line or object); after
+ * KL_EINVAL the state may be partly loaded: free the server. */
+int kl_apiserver_save_state(kl_apiserver *s, const char *path, char **err);
+int kl_apiserver_load_state(kl_apiserver *s, const char *path, char **err);
 /* Starts listening (threads of its own). Returns 0 or KL_EIO + message. */
 int kl_apiserver_start(kl_apiserver *s, char **err);
 /* The bound port (after start), and the base URL (borrowed, valid until

@@ -34,6 +34,11 @@ static const char usage[] =
     "  --max-body-bytes N        larger request bodies get 413 (default\n"
     "                            3145728)\n"
     "  --faults SPEC             fault injection (see docs/serve.md)\n"
+    "  --state-file FILE         keep the objects across restarts: load FILE\n"
+    "                            at start (when it exists, before --seed),\n"
+    "                            save it on SIGINT/SIGTERM\n"
+    "  --state-save-interval SECS  also save every SECS seconds when\n"
+    "                            something changed\n"
     "\n"
     "The first line of stdout is 'listening on URL'. SIGINT or SIGTERM stop\n"
     "the server.\n";
@@ -87,6 +92,8 @@ static int write_kubeconfig(const char *path, const char *url,
 int kl_cmd_serve(int argc, char **argv) {
   kl_apiserver_opts o = {0};
   const char *kubeconfig = NULL;
+  const char *state_file = NULL;
+  double save_every = 0;
   const char **seeds = kl_calloc((size_t)argc + 1, sizeof *seeds);
   size_t nseeds = 0;
   int rc = 0;
@@ -123,6 +130,16 @@ int kl_cmd_serve(int argc, char **argv) {
     else if (!strcmp(a, "--kubeconfig-out")) kubeconfig = v;
     else if (!strcmp(a, "--seed")) seeds[nseeds++] = v;
     else if (!strcmp(a, "--faults")) o.faults = v;
+    else if (!strcmp(a, "--state-file")) state_file = v;
+    else if (!strcmp(a, "--state-save-interval")) {
+      double d = strtod(v, &end);
+      if (*end || d <= 0) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "--state-save-interval: '%s' is "
+                                           "not a positive number", v);
+      }
+      save_every = d;
+    }
     else if (!strcmp(a, "--history")) {
       long n = strtol(v, &end, 10);
       if (*end || n < 1) {
@@ -152,6 +169,11 @@ int kl_cmd_serve(int argc, char **argv) {
       return kl_cli_usage_error("serve", "unknown flag '%s'", a);
     }
   }
+  if (save_every > 0 && !state_file) {
+    free(seeds);
+    return kl_cli_usage_error("serve", "--state-save-interval needs "
+                                       "--state-file");
+  }
   if (!o.tls_cert != !o.tls_key) {
     free(seeds);
     return kl_cli_usage_error("serve", "--tls-cert and --tls-key go together");
@@ -163,6 +185,18 @@ int kl_cmd_serve(int argc, char **argv) {
     free(err);
     free(seeds);
     return 1;
+  }
+  if (state_file) {
+    int lrc = kl_apiserver_load_state(s, state_file, &err);
+    if (lrc && lrc != KL_ENOENT) {
+      fprintf(stderr, "klua serve: --state-file: %s\n",
+              err ? err : state_file);
+      free(err);
+      rc = 1;
+      goto out;
+    }
+    free(err);
+    err = NULL;
   }
   for (size_t i = 0; i < nseeds; i++) {
     if (kl_apiserver_seed(s, seeds[i], &err)) {
@@ -192,9 +226,35 @@ int kl_cmd_serve(int argc, char **argv) {
   }
   printf("listening on %s\n", kl_apiserver_url(s));
   fflush(stdout);
+  uint64_t saved_rv = kl_as_current_rv(s);
+  double next_save = kl_now() + save_every;
   while (!got_signal) {
     struct timespec t = {0, 100 * 1000 * 1000};
     nanosleep(&t, NULL);
+    if (save_every > 0 && kl_now() >= next_save) {
+      next_save = kl_now() + save_every;
+      uint64_t cur = kl_as_current_rv(s);
+      if (cur != saved_rv) {
+        if (kl_apiserver_save_state(s, state_file, &err)) {
+          fprintf(stderr, "klua serve: --state-file: %s\n",
+                  err ? err : state_file);
+          free(err);
+          err = NULL;
+        } else {
+          saved_rv = cur;
+        }
+      }
+    }
+  }
+  if (state_file) {
+    /* no more requests, then one consistent final snapshot */
+    kl_apiserver_stop(s);
+    if (kl_apiserver_save_state(s, state_file, &err)) {
+      fprintf(stderr, "klua serve: --state-file: %s\n",
+              err ? err : state_file);
+      free(err);
+      rc = 1;
+    }
   }
 out:
   kl_apiserver_free(s);
