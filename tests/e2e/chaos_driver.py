@@ -48,7 +48,7 @@ class Client:
         self.conn = None
 
     def req(self, method, path, body=None, timeout=20):
-        for attempt in range(3):
+        for attempt in range(200):
             try:
                 if self.conn is None:
                     self.conn = http.client.HTTPConnection(
@@ -68,10 +68,12 @@ class Client:
                 except ValueError:
                     return r.status, None
             except (OSError, http.client.HTTPException):
+                # the server may be restarting (chaos_spec restarts it with
+                # --state-file): retry for up to ~10 s
                 if self.conn:
                     self.conn.close()
                 self.conn = None
-                if attempt == 2:
+                if attempt == 199:
                     raise
                 time.sleep(0.05)
 

@@ -2,7 +2,8 @@
 -- creates, updates and deletes of ConfigMaps and a custom resource (Widget)
 -- in three namespaces, `klua serve --faults on` closes watches, compacts its
 -- history, fails requests with 500/503/429, cuts watch streams mid-event,
--- injects malformed lines and delays responses. Six informers (the Lua
+-- injects malformed lines and delays responses, and (when `klua serve` has
+-- --state-file) the server is restarted once mid-run with its state. Six informers (the Lua
 -- binding: different resources, namespaces, selectors, paging, in-order
 -- FIFO, streaming lists) and a real `klua run` controller follow along.
 -- After the writer stops, within CHAOS_CONVERGE seconds:
@@ -151,17 +152,28 @@ local function reconciled(log)
   return m
 end
 
+-- The server restart fault needs `klua serve --state-file` (objects and
+-- resourceVersion kept across a restart); without it the restart is skipped.
+local HAVE_STATE = capture(q(KLUA) .. " serve --help 2>&1"):find("--state-file", 1, true) ~= nil
+
+local function start_serve(dir, listen, log)
+  local pid = spawn(q(KLUA) .. " serve --listen " .. listen .. " --faults on " ..
+    "--bookmark-interval 1 --kubeconfig-out " .. q(dir .. "/kc") ..
+    (HAVE_STATE and (" --state-file " .. q(dir .. "/state.json")) or ""), log)
+  local url
+  for _ = 1, 100 do
+    url = (read(log) or ""):match("listening on (http://[%d%.:]+)")
+    if url or not alive(pid) then break end
+    sh("sleep 0.05")
+  end
+  return pid, url
+end
+
 local function run_seed(seed)
   local dir = capture("mktemp -d"):gsub("%s+$", "")
   local slog, rlog = dir .. "/serve.log", dir .. "/run.log"
-  local spid = spawn(q(KLUA) .. " serve --listen 127.0.0.1:0 --faults on " ..
-    "--bookmark-interval 1 --kubeconfig-out " .. q(dir .. "/kc"), slog)
-  local url
-  for _ = 1, 100 do
-    url = (read(slog) or ""):match("listening on (http://[%d%.:]+)")
-    if url then break end
-    sh("sleep 0.05")
-  end
+  local spid, url = start_serve(dir, "127.0.0.1:0", slog)
+  local restarts, restarted_at = 0, nil
   local rpid, infs = nil, {}
   local function cleanup()
     for _, i in ipairs(infs) do i.inf:close() end
@@ -195,6 +207,18 @@ local function run_seed(seed)
     while alive(wpid) do
       for _, i in ipairs(infs) do drain(i.inf, i.view, i.st) end
       sh("sleep 0.05")
+      if HAVE_STATE and restarts == 0 and now() - t0 > SECONDS / 2 then
+        -- restart the server on the same port, state kept
+        stop(spid)
+        local url2
+        for _ = 1, 20 do -- the port may take a moment to be free again
+          spid, url2 = start_serve(dir, url:match("//(.*)"), dir .. "/serve2.log")
+          if url2 then break end
+          sh("sleep 0.1")
+        end
+        assert(url2 == url, "klua serve did not restart: " .. tail(dir .. "/serve2.log"))
+        restarts, restarted_at = 1, now()
+      end
       assert(now() - t0 < deadline, "writer did not finish")
     end
     local summary = decode(read(out) or "")
@@ -232,7 +256,7 @@ local function run_seed(seed)
       end
       if divergences == 0 then
         converged = true
-        recovery = now() - summary.last_fault
+        recovery = now() - math.max(summary.last_fault, restarted_at or 0)
         break
       end
       sh("sleep 0.1")
@@ -241,6 +265,7 @@ local function run_seed(seed)
     local report = {seed = seed, operations = summary.total_operations,
       op_counts = summary.operations, faults = summary.faults,
       total_faults = summary.total_faults, divergences = divergences,
+      server_restarts = restarts, restart_supported = HAVE_STATE,
       recovery_seconds = recovery and math.floor(recovery * 100) / 100,
       keys = 0, informers = {}}
     for _ in pairs(final) do report.keys = report.keys + 1 end
