@@ -273,6 +273,17 @@ def watch_from_pre_restart_rv_gets_410():
 
 
 @test
+def watch_from_the_saved_rv_and_old_exact_list():
+    evs = watch(CM % "keep" + "?watch=1&timeoutSeconds=5&resourceVersion=%s"
+                % CTX["list_rv"], lambda e: e["type"] == "ADDED")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in evs] == [
+        ("ADDED", "after")], evs
+    st, b = req("GET", CM % "keep" + "?resourceVersion=%s&"
+                "resourceVersionMatch=Exact" % CTX["old_rv"])
+    assert st == 410 and b["reason"] == "Expired", (st, b)
+
+
+@test
 def list_then_watch_from_new_list_rv():
     lst = ok("GET", CM % "keep")
     rv = lst["metadata"]["resourceVersion"]
