@@ -1022,6 +1022,14 @@ static void *worker_main(void *ud) {
     int rc = kl_wq_get(gc->wq, 0.2, &key);
     if (rc == KL_ETIMEDOUT) continue;
     if (rc != 0) break;
+    if (atomic_load(&g->stop)) {
+      /* this version is being replaced: hand the key back (re-queued when
+       * done) to the new version's workers */
+      kl_wq_add(gc->wq, key);
+      kl_wq_done(gc->wq, key);
+      free(key);
+      break;
+    }
     uint64_t rid = atomic_fetch_add(&m->rid, 1) + 1;
     lc->controller = gc->cs->name;
     lc->key = key;
@@ -1602,6 +1610,7 @@ static int reload(kl_ctl *m) {
   gen *old = m->cur;
   /* old version: stop taking events, finish running reconciles */
   double deadline = kl_now() + m->o.shutdown_timeout;
+  atomic_store(&old->stop, true); /* its workers take no new key */
   gen_connect(g); /* replays every object: each primary key is enqueued */
   gen_disconnect(old);
   m->cur = g;
