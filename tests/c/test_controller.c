@@ -8,7 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apiserver.h"
 #include "controller.h"
+#include "discovery.h"
+#include "kubeconfig.h"
+#include "rest.h"
 #include "ctest.h"
 #include "hmap.h"
 #include "kl.h"
@@ -250,6 +254,133 @@ TEST(states_are_independent) {
   kl_vm_free(b);
 }
 
+
+/* The whole manager against an in-process API server: informers, worker
+ * and hooks threads, owned objects, map functions, a Lua index, writes,
+ * reload, and a clean stop (ASan/LSan check every allocation). */
+static bool wait_for(kl_apiserver *srv, const char *ns, const char *name) {
+  kl_as_resource *res = kl_as_find(srv, "", "v1", "configmaps");
+  for (int i = 0; i < 200; i++) {
+    kl_as_result r = KL_AS_RESULT_INIT;
+    kl_as_opts o = {0};
+    kl_as_get(srv, res, ns, name, NULL, &o, &r);
+    int code = r.code;
+    kl_as_result_free(&r);
+    if (code == 200) return true;
+    usleep(25000);
+  }
+  return false;
+}
+
+static void put_cm(kl_apiserver *srv, const char *ns, const char *json) {
+  kl_as_resource *res = kl_as_find(srv, "", "v1", "configmaps");
+  cJSON *body = cJSON_Parse(json);
+  kl_as_result r = KL_AS_RESULT_INIT;
+  kl_as_opts o = {0};
+  kl_as_create(srv, res, ns, body, &o, &r);
+  if (r.code != 201) printf("  create failed: %d %s\n", r.code, r.body.data);
+  kl_as_result_free(&r);
+  cJSON_Delete(body);
+}
+
+TEST(manager_end_to_end) {
+  kl_apiserver_opts so = {.listen = "127.0.0.1:0"};
+  kl_apiserver *srv = NULL;
+  char *err = NULL;
+  CHECK(kl_apiserver_new(&so, &srv, &err) == 0);
+  CHECK(kl_apiserver_start(srv, &err) == 0);
+  char kcpath[600];
+  snprintf(kcpath, sizeof kcpath, "%s/kubeconfig", tmpdir);
+  FILE *f = fopen(kcpath, "w");
+  fprintf(f, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
+             "    server: %s\ncontexts:\n- name: c\n  context:\n    cluster: c\n"
+             "    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+          kl_apiserver_url(srv));
+  fclose(f);
+  kl_kubeconfig_opts ko = {.path = kcpath};
+  kl_kubeconfig *kc = NULL;
+  CHECK(kl_kubeconfig_load(&ko, &kc, &err) == 0);
+  kl_rest *rest = NULL;
+  CHECK(kl_rest_new(kc, NULL, &rest, &err) == 0);
+  kl_discovery *disc = kl_discovery_new(rest, 0);
+  const char *src =
+      "local klua = require('klua')\n"
+      "klua.index('v1', 'ConfigMap', 'by_color', function(o) return o.data and o.data.color end)\n"
+      "klua.controller({ name = 'parent',\n"
+      "  watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default', label_selector = 'role=parent' },\n"
+      "  owns = { { api_version = 'v1', kind = 'ConfigMap', namespace = 'default', label_selector = 'role=child' } },\n"
+      "  watches = { { api_version = 'v1', kind = 'Secret', namespace = 'default',\n"
+      "                map = function(s) return { 'default/' .. s.metadata.name } end } },\n"
+      "  reconcile = function(req)\n"
+      "    local p = klua.cache('v1', 'ConfigMap', { namespace = 'default', label_selector = 'role=parent' }):get(req.namespace, req.name)\n"
+      "    local name = req.name .. (p and '-child' or '-mapped')\n"
+      "    local child = { apiVersion = 'v1', kind = 'ConfigMap', metadata = { name = name, namespace = 'default', labels = { role = 'child' } } }\n"
+      "    if p then klua.meta.set_controller_reference(p, child) end\n"
+      "    local _, e = klua.create(child)\n"
+      "    if e and not klua.is_already_exists(e) then error(tostring(e)) end\n"
+      "  end,\n"
+      "  on_add = function(o) klua.log.debug('added', { name = o.metadata.name }) end,\n"
+      "  on_state = function(all) klua.log.debug('state', { n = #all }) end,\n"
+      "})\n";
+  kl_ctl_opts co = {.script = script("manager.lua", src), .lua_dir = lua_dir,
+                    .rest = rest, .disc = disc, .reload = true,
+                    .shutdown_timeout = 5, .sync_timeout = 10};
+  kl_ctl *ctl = NULL;
+  int rc = kl_ctl_new(&co, &ctl, &err);
+  if (rc) printf("  %s\n", err);
+  CHECK(rc == 0);
+  if (ctl) {
+    rc = kl_ctl_start(ctl, &err);
+    if (rc) printf("  %s\n", err);
+    CHECK(rc == 0);
+    put_cm(srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"p1\",\"labels\":{\"role\":\"parent\"}},\"data\":{\"color\":\"red\"}}");
+    CHECK(wait_for(srv, "default", "p1-child"));
+    /* deleting the owned child enqueues its owner, which re-creates it */
+    kl_as_resource *cms = kl_as_find(srv, "", "v1", "configmaps");
+    kl_as_result dr = KL_AS_RESULT_INIT;
+    kl_as_opts dopts = {0};
+    kl_as_delete(srv, cms, "default", "p1-child", NULL, &dopts, &dr);
+    CHECK(dr.code == 200);
+    kl_as_result_free(&dr);
+    CHECK(wait_for(srv, "default", "p1-child"));
+    /* a Secret mapped to a request */
+    kl_as_resource *sec = kl_as_find(srv, "", "v1", "secrets");
+    cJSON *body = cJSON_Parse("{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"s1\"}}");
+    kl_as_result r = KL_AS_RESULT_INIT;
+    kl_as_opts o = {0};
+    kl_as_create(srv, sec, "default", body, &o, &r);
+    kl_as_result_free(&r);
+    cJSON_Delete(body);
+    CHECK(wait_for(srv, "default", "s1-mapped"));
+    /* reload with a different script body: kept informers, new version */
+    sleep(1);
+    kl_buf b = KL_BUF_INIT;
+    kl_buf_adds(&b, src);
+    kl_buf_adds(&b, "-- v2\n");
+    script("manager.lua", b.data);
+    kl_buf_free(&b);
+    CHECK(kl_ctl_poll(ctl) == 1);
+    put_cm(srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"p2\",\"labels\":{\"role\":\"parent\"}}}");
+    CHECK(wait_for(srv, "default", "p2-child"));
+    /* a broken version keeps the running one */
+    script("manager.lua", "this is not lua");
+    CHECK(kl_ctl_poll(ctl) < 0);
+    put_cm(srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"p3\",\"labels\":{\"role\":\"parent\"}}}");
+    CHECK(wait_for(srv, "default", "p3-child"));
+    kl_ctl_stats st;
+    kl_ctl_get_stats(ctl, &st);
+    CHECK(st.reloads == 1 && st.reload_failures == 1);
+    CHECK(st.reconciles >= 3 && st.errors == 0);
+    CHECK(kl_ctl_stop(ctl) == 0);
+    kl_ctl_free(ctl);
+  }
+  free(err);
+  kl_discovery_free(disc);
+  kl_rest_free(rest);
+  kl_kubeconfig_free(kc);
+  kl_apiserver_free(srv);
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -262,6 +393,7 @@ int main(void) {
   RUN(budget_aborts_interpreted_loops_jit_on);
   RUN(cache_backend);
   RUN(states_are_independent);
+  RUN(manager_end_to_end);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
