@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ struct kl_events {
   size_t cap, head, len;
   size_t busy; /* 1 while the thread handles a popped event */
   bool stop;
+  atomic_int abort; /* set at free: a pending request returns at once */
   kl_events_stats st;
   /* sender thread only */
   kl_hmap spam, aggs, dedupe;
@@ -250,6 +252,7 @@ static void clear_caches(kl_events *e);
 void kl_events_free(kl_events *e) {
   if (!e) return;
   kl_events_flush(e, 5);
+  atomic_store(&e->abort, 1);
   pthread_mutex_lock(&e->mu);
   e->stop = true;
   pthread_cond_broadcast(&e->cv);
@@ -368,7 +371,7 @@ static int send_req(kl_events *e, const char *method, const char *path,
   for (int attempt = 0; attempt < 3; attempt++) {
     kl_rest_req req = {.method = method, .path = path, .body = body,
                        .body_len = strlen(body), .content_type = ctype,
-                       .timeout_s = 10};
+                       .timeout_s = 10, .stop = &e->abort};
     kl_rest_resp resp = {0};
     kl_rest_error err = {0};
     int rc = kl_rest_do(e->o.rest, &req, &resp, &err);
@@ -393,6 +396,7 @@ static int send_req(kl_events *e, const char *method, const char *path,
                err.message ? err.message : kl_strerror(rc));
     }
     kl_rest_error_free(&err);
+    if (atomic_load(&e->abort)) break;
     usleep(200000u << attempt);
   }
   return status;
