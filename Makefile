@@ -83,7 +83,7 @@ $(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libklua.a $(HDRS)
 bench-bins: $(BENCH_BIN)
 bench:
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) SANITIZE= all bench-bins
-	@BUILD=$(BUILD) bash scripts/bench $(BENCH_ARGS)
+	@BUILD=$(BUILD) /usr/bin/python3 scripts/bench $(BENCH_ARGS)
 
 deps:
 	@bash scripts/install-deps.sh
