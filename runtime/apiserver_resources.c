@@ -55,6 +55,15 @@ static const builtin builtins[] = {
     {"apiextensions.k8s.io", "v1", "customresourcedefinitions",
      "CustomResourceDefinition", false, true, true, {"crd", "crds"}, {0},
      {0}},
+    /* stored and served only (no authorization): manifests with RBAC apply */
+    {"rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+     "ClusterRoleBinding", false, false, false, {0}, {0}, {0}},
+    {"rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false,
+     false, false, {0}, {0}, {0}},
+    {"rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true,
+     false, false, {0}, {0}, {0}},
+    {"rbac.authorization.k8s.io", "v1", "roles", "Role", true, false, false,
+     {0}, {0}, {0}},
 };
 
 static char **strv_dup(const char *const *v, size_t max) {
