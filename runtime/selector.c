@@ -970,7 +970,8 @@ static bool cjson_field_eq(const cJSON *v, const char *want) {
   if (cJSON_IsNumber(v)) {
     char tmp[64];
     double d = v->valuedouble;
-    if (d == (double)(long long)d && d < 9.2e18 && d > -9.2e18)
+    /* range first: casting an out-of-range double (1e300, inf) is UB */
+    if (d < 9.2e18 && d > -9.2e18 && d == (double)(long long)d)
       snprintf(tmp, sizeof tmp, "%lld", (long long)d);
     else
       snprintf(tmp, sizeof tmp, "%.17g", d);
