@@ -12,6 +12,7 @@
 #include "list_decode.h"
 #include "object.h"
 #include "patch.h"
+#include "selector.h"
 
 /* Reads tests/fuzz/regressions/<name> (run from the repository root, as
  * run-tests.sh does). Returns a NEW buffer (NUL-terminated) or NULL. */
@@ -176,10 +177,39 @@ TEST(obj_key_copied_from_moved_buffer) {
   }
 }
 
+/* fuzz_field_selector: kl_fieldsel_matches_cjson cast a number field to
+ * long long before checking its range: UB (UBSan: "1e+300 is outside the
+ * range of representable values") for 1e300 or an infinite 1e400. */
+TEST(fieldsel_number_outside_long_long) {
+  cJSON *obj;
+  size_t n = 0;
+  char *d = load("fuzz_field_selector-number-outside-long-long", &n);
+  CHECK(d != NULL);
+  if (!d) return;
+  obj = cJSON_Parse(d + strlen(d) + 1);
+  CHECK(obj != NULL);
+  kl_fieldsel *fs = NULL;
+  CHECK_EQ_INT(kl_fieldsel_parse(d, &fs, NULL), 0); /* "spec.big=1" */
+  CHECK(!kl_fieldsel_matches_cjson(fs, obj));
+  kl_fieldsel_free(fs);
+  const char *const sels[] = {"spec.inf=1", "spec.big!=1", "spec.n=3"};
+  const bool want[] = {false, true, true};
+  cJSON_AddNumberToObject(cJSON_GetObjectItem(obj, "spec"), "n", 3);
+  for (int i = 0; i < 3; i++) {
+    fs = NULL;
+    CHECK_EQ_INT(kl_fieldsel_parse(sels[i], &fs, NULL), 0);
+    CHECK(kl_fieldsel_matches_cjson(fs, obj) == want[i]);
+    kl_fieldsel_free(fs);
+  }
+  cJSON_Delete(obj);
+  free(d);
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
   RUN(list_empty_value_at_chunk_start);
   RUN(obj_key_copied_from_moved_buffer);
+  RUN(fieldsel_number_outside_long_long);
   return ctest_summary();
 }
