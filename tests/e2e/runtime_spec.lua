@@ -184,6 +184,7 @@ klua.controller({
   end,
 })
 ]], "--log-format json")
+    finally(function() c:stop() end)
     create_cm("t-create", "a", { role = "src" }, { x = "1" })
     local copy = eventually(function() return get_cm("t-create", "a-copy") end, "a-copy")
     assert.same({ x = "1" }, copy.data)
@@ -214,6 +215,7 @@ klua.controller({
   end,
 })
 ]])
+    finally(function() c:stop() end)
     create_cm("t-after", "a", { role = "src" })
     eventually(function() return counter("t-after", "ticks") >= 3 end, "3 ticks")
     sleep(0.6)
@@ -233,6 +235,7 @@ klua.controller({
   end,
 })
 ]])
+    finally(function() c:stop() end)
     create_cm("t-err", "a", { role = "src" })
     eventually(function() return counter("t-err", "attempts") >= 4 end, "4 attempts")
     local out = c:output()
@@ -256,6 +259,7 @@ klua.controller({
   end,
 })
 ]], "--budget 0.3")
+    finally(function() c:stop() end)
     create_cm("t-budget", "a", { role = "src" })
     eventually(function() return counter("t-budget", "attempts") >= 2 end, "2 attempts")
     local out = c:output()
@@ -313,6 +317,7 @@ klua.controller({
 ]] .. (extra or "")
     end
     local c = run("reload", source("1"), "--reload")
+    finally(function() c:stop() end)
     create_cm("t-reload", "a", { role = "src" })
     eventually(function() local o = get_cm("t-reload-out", "a-out"); return o and o.data.v == "1" end, "v1 output")
     -- count LIST requests on the primary collection from now on
@@ -368,6 +373,7 @@ klua.controller({
     spawn(q(KLUA) .. " run " .. q(script) .. " --kubeconfig " .. q(kubeconfig) .. " >" .. q(log) ..
       " 2>&1 & echo $! >" .. q(pidf) .. "; wait $!; echo $? >" .. q(rcf), dir .. "/term.wrap")
     local pid = eventually(function() return tonumber(read(pidf) or "") end, "the pid")
+    finally(function() stop(pid) end)
     create_cm("t-term", "a", { role = "src" })
     eventually(function() return counter("t-term", "started") >= 1 end, "a running reconcile")
     sh("kill -TERM " .. pid)
