@@ -23,6 +23,9 @@
  *   forced compaction).
  * - A sorted array of each resource's objects is cached and rebuilt lazily
  *   after writes, for name-ordered lists and paging.
+ * - State files (`--state-file`): every stored object plus the RV as JSON
+ *   lines; a load restores them byte for byte with an empty history (older
+ *   watches get 410) and queues the GC work they imply.
  * - The garbage collector (ownerReferences, foreground/background/orphan,
  *   namespace termination) runs on its own thread, as kube-controller-
  *   manager would, so clients see the same event order as on a real

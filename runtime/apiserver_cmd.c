@@ -1,7 +1,7 @@
 /* apiserver_cmd.c: `klua serve`, the local Kubernetes API server as a
- * program: parses flags, seeds manifests, prints the URL as the first line
- * of stdout, optionally writes a kubeconfig, and serves until SIGINT or
- * SIGTERM. */
+ * program: parses flags, loads the --state-file, seeds manifests, prints the
+ * URL as the first line of stdout, optionally writes a kubeconfig, and
+ * serves until SIGINT or SIGTERM (then saves the --state-file). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
