@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,10 @@
 #include "cli.h"
 #include "controller.h"
 #include "discovery.h"
+#include "http_endpoints.h"
 #include "kl.h"
 #include "kubeconfig.h"
+#include "leader.h"
 #include "log_format.h"
 #include "rest.h"
 
@@ -45,6 +48,20 @@ static const char run_usage[] =
     "                           (faster, but a loop compiled by the JIT cannot\n"
     "                           be stopped by the budget)\n"
     "  --log-format text|json   log line format (default text)\n"
+    "  --leader-elect           run only while holding a Lease (standbys\n"
+    "                           wait; see docs/production.md)\n"
+    "  --leader-election-id NAME\n"
+    "                           the Lease's name (default: the script's\n"
+    "                           file name without .lua)\n"
+    "  --leader-election-namespace NS\n"
+    "                           the Lease's namespace (default: the\n"
+    "                           kubeconfig's or in-cluster namespace)\n"
+    "  --metrics-bind-address ADDR\n"
+    "                           where /metrics is served, e.g. :8080\n"
+    "                           (default 0: off)\n"
+    "  --health-probe-bind-address ADDR\n"
+    "                           where /healthz and /readyz are served,\n"
+    "                           e.g. :8081 (default 0: off)\n"
     "  -v LEVEL                 verbosity: 0 info (default), 1 debug, 2 trace\n"
     "  --help                   print this help\n";
 
@@ -68,6 +85,8 @@ static const char dev_usage[] =
     "                           as for klua run\n"
     "  --jit                    as for klua run\n"
     "  --log-format text|json   as for klua run\n"
+    "  --metrics-bind-address ADDR, --health-probe-bind-address ADDR\n"
+    "                           as for klua run\n"
     "  -v LEVEL                 as for klua run\n"
     "  --help                   print this help\n";
 
@@ -83,6 +102,9 @@ typedef struct run_args {
   const char **seeds;
   int nseeds;
   const char *listen, *kubeconfig_out;
+  /* production (docs/production.md) */
+  bool leader_elect;
+  const char *le_id, *le_ns, *metrics_addr, *probe_addr;
 } run_args;
 
 static int parse_num(const char *sub, const char *flag, const char *v,
@@ -127,10 +149,14 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
     } else {
       snprintf(name, sizeof name, "%s", arg);
     }
-    bool is_bool = !strcmp(name, "--reload") || !strcmp(name, "--jit");
+    bool is_bool = !strcmp(name, "--reload") || !strcmp(name, "--jit") ||
+                   !strcmp(name, "--leader-elect");
     if (is_bool) {
       if (val) return kl_cli_usage_error(sub, "%s takes no value", name);
-      if (!strcmp(name, "--reload")) {
+      if (!strcmp(name, "--leader-elect")) {
+        if (dev) return kl_cli_usage_error(sub, "unknown flag '%s'", name);
+        a->leader_elect = true;
+      } else if (!strcmp(name, "--reload")) {
         if (dev) return kl_cli_usage_error(sub, "unknown flag '%s'", name);
         a->reload = true;
       } else {
@@ -140,11 +166,13 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
     }
     static const char *const run_flags[] = {
         "--kubeconfig", "--context", "--namespace", "-n", "--workers",
-        "--budget", "--shutdown-timeout", "--log-format", "-v", "--v", NULL};
+        "--budget", "--shutdown-timeout", "--log-format", "-v", "--v",
+        "--leader-election-id", "--leader-election-namespace",
+        "--metrics-bind-address", "--health-probe-bind-address", NULL};
     static const char *const dev_flags[] = {
         "--seed", "--listen", "--kubeconfig-out", "--namespace", "-n",
         "--workers", "--budget", "--shutdown-timeout", "--log-format", "-v",
-        "--v", NULL};
+        "--v", "--metrics-bind-address", "--health-probe-bind-address", NULL};
     bool known = false;
     for (const char *const *f = dev ? dev_flags : run_flags; *f; f++)
       if (!strcmp(*f, name)) known = true;
@@ -163,6 +191,19 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
     else if (!strcmp(name, "--seed")) a->seeds[a->nseeds++] = val;
     else if (!strcmp(name, "--listen")) a->listen = val;
     else if (!strcmp(name, "--kubeconfig-out")) a->kubeconfig_out = val;
+    else if (!strcmp(name, "--leader-election-id")) a->le_id = val;
+    else if (!strcmp(name, "--leader-election-namespace")) a->le_ns = val;
+    else if (!strcmp(name, "--metrics-bind-address") ||
+             !strcmp(name, "--health-probe-bind-address")) {
+      char *aerr = NULL;
+      if (kl_http_addr_validate(val, &aerr) != 0) {
+        rc = kl_cli_usage_error(sub, "%s: %s", name, aerr);
+        free(aerr);
+        return rc;
+      }
+      if (name[2] == 'm') a->metrics_addr = val;
+      else a->probe_addr = val;
+    }
     else if (!strcmp(name, "--log-format")) {
       if (kl_log_format_parse(val, &a->log_format) != 0)
         return kl_cli_usage_error(sub, "--log-format must be text or json, "
@@ -188,6 +229,8 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
   }
   if (!a->script) return kl_cli_usage_error(sub, "no script given");
   if (dev) a->reload = true;
+  if (!a->metrics_addr) a->metrics_addr = "0";
+  if (!a->probe_addr) a->probe_addr = "0";
   return -1;
 }
 
@@ -257,6 +300,44 @@ static int write_dev_kubeconfig(const char *path, const char *url) {
   return fclose(f) == 0 ? 0 : -1;
 }
 
+/* ---- leader election and probes (docs/production.md) ----------------- */
+
+static atomic_int leading_started, running;
+
+static void on_started_leading(void *ud) {
+  (void)ud;
+  atomic_store(&leading_started, 1);
+}
+
+/* readyz "informer-sync": kl_ctl_start returned (it waits for every cache).
+ * A standby (leader election on, not leading) is ready: it has nothing to
+ * sync, and a rollout must not wait for it. */
+static int ready_check(void *ud, char **reason) {
+  kl_leader *le = *(kl_leader **)ud;
+  if (atomic_load(&running)) return 0;
+  if (le && !kl_leader_is_leader(le)) return 0;
+  *reason = kl_strdup("informers have not synced yet");
+  return KL_EAGAIN;
+}
+
+/* The default --leader-election-id: the script's file name without .lua,
+ * lower-cased, other characters as '-' (NEW). */
+static char *default_lease_id(const char *script) {
+  const char *b = strrchr(script, '/');
+  b = b ? b + 1 : script;
+  size_t n = strlen(b);
+  if (n > 4 && !strcmp(b + n - 4, ".lua")) n -= 4;
+  char *id = kl_strndup(b, n);
+  for (char *p = id; *p; p++) {
+    if (*p >= 'A' && *p <= 'Z')
+      *p = (char)(*p - 'A' + 'a');
+    else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+               *p == '-' || *p == '.'))
+      *p = '-';
+  }
+  return id;
+}
+
 static int run_main(run_args *a, bool dev) {
   const char *sub = dev ? "dev" : "run";
   kl_log_use_format(a->log_format, NULL);
@@ -283,6 +364,9 @@ static int run_main(run_args *a, bool dev) {
   kl_rest *rest = NULL;
   kl_discovery *disc = NULL;
   kl_ctl *ctl = NULL;
+  kl_http_endpoints *probes = NULL;
+  kl_leader *le = NULL;
+  char *lease_id = NULL;
   char *lua_dir = find_lua_dir();
   char *err = NULL;
 
@@ -345,7 +429,31 @@ static int run_main(run_args *a, bool dev) {
     err = NULL;
     goto out;
   }
+  kl_http_endpoints_opts ho = {.metrics_addr = a->metrics_addr,
+                               .probe_addr = a->probe_addr};
+  if (kl_http_endpoints_start(&ho, &probes, &err) != 0) goto fail;
+  kl_http_endpoints_add_readyz(probes, "informer-sync", ready_check, &le);
+  if (a->leader_elect) {
+    lease_id = a->le_id ? kl_strdup(a->le_id) : default_lease_id(a->script);
+    kl_leader_opts lo = {.rest = rest, .namespace = a->le_ns,
+                         .name = lease_id,
+                         .on_started_leading = on_started_leading};
+    if (kl_leader_start(&lo, &le, &err) != 0) goto fail;
+    /* standby until the lease is ours (or a stop signal) */
+    bool stop = false;
+    while (!atomic_load(&leading_started) && !stop) {
+      struct timespec ts = {0, 200 * 1000000};
+      int sig = sigtimedwait(&stop_signals, NULL, &ts);
+      stop = sig == SIGINT || sig == SIGTERM;
+    }
+    if (stop) {
+      kl_log(KL_LOG_INFO, "run", "stopped while waiting for the lease");
+      status = 0;
+      goto out;
+    }
+  }
   if (kl_ctl_start(ctl, &err) != 0) goto fail;
+  atomic_store(&running, 1);
   if (a->reload)
     kl_log(KL_LOG_INFO, "run", "watching %s for changes", a->script);
 
@@ -356,6 +464,13 @@ static int run_main(run_args *a, bool dev) {
       kl_log(KL_LOG_INFO, "run", "received %s, shutting down",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
       break;
+    }
+    if (le && kl_leader_lost(le)) {
+      /* as controller-runtime: nothing may reconcile after a loss */
+      kl_log(KL_LOG_ERROR, "run", "leader election lost; stopping");
+      kl_ctl_stop(ctl);
+      status = 1;
+      goto out;
     }
     kl_ctl_poll(ctl);
   }
@@ -368,6 +483,11 @@ fail:
   free(err);
   status = 1;
 out:
+  atomic_store(&running, 0);
+  if (ctl) kl_ctl_stop(ctl); /* workers end before the lease is released */
+  kl_leader_free(le);        /* releases the lease (ReleaseOnCancel) */
+  kl_http_endpoints_free(probes);
+  free(lease_id);
   kl_ctl_free(ctl);
   kl_discovery_free(disc);
   kl_rest_free(rest);
