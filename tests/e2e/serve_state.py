@@ -40,7 +40,12 @@ def start(*extra, state=STATE, expect_ok=True):
 
 
 def use(p, port):
+    """Makes p the server the next requests go to; one a failed step left
+    running is killed."""
     global SRV, PORT
+    if SRV is not None and SRV is not p and SRV.poll() is None:
+        SRV.kill()
+        SRV.wait()
     SRV, PORT = p, port
 
 
