@@ -587,9 +587,42 @@ int kl_manifest_load(const char *path, int flags, cJSON **out, char **err) {
 
 /* ---- emitter --------------------------------------------------------- */
 
+/* YAML reads NEL, LS and PS as line breaks (and a BOM as a stream marker),
+ * even inside quotes: such strings must be double-quoted with \u escapes. */
+static const char *const yaml_breaks[] = {"\xC2\x85", "\xE2\x80\xA8",
+                                          "\xE2\x80\xA9", "\xEF\xBB\xBF",
+                                          NULL};
+static const char *const yaml_break_esc[] = {"\\u0085", "\\u2028",
+                                             "\\u2029", "\\ufeff"};
+
+static bool has_yaml_break(const char *s) {
+  for (int i = 0; yaml_breaks[i]; i++)
+    if (strstr(s, yaml_breaks[i])) return true;
+  return false;
+}
+
+/* Double-quotes s as JSON does, with YAML's special breaks escaped. */
+static void yaml_quote(kl_buf *b, const char *s) {
+  kl_buf q = KL_BUF_INIT;
+  kl_json_quote(&q, s, strlen(s));
+  const char *p = q.data;
+  while (*p) {
+    int hit = -1;
+    for (int i = 0; yaml_breaks[i]; i++)
+      if (!strncmp(p, yaml_breaks[i], strlen(yaml_breaks[i]))) hit = i;
+    if (hit >= 0) {
+      kl_buf_adds(b, yaml_break_esc[hit]);
+      p += strlen(yaml_breaks[hit]);
+    } else {
+      kl_buf_addc(b, *p++);
+    }
+  }
+  kl_buf_free(&q);
+}
+
 /* Does a string need quotes to read back as the same string? */
 static bool needs_quotes(const char *s) {
-  if (!*s) return true;
+  if (!*s || has_yaml_break(s)) return true;
   builder b;
   memset(&b, 0, sizeof b);
   b.name = "";
@@ -612,7 +645,8 @@ static void indent(kl_buf *b, int n) {
 }
 
 static void emit_string(kl_buf *b, const char *s, int ind) {
-  if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ') {
+  if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ' &&
+      !has_yaml_break(s)) {
     size_t n = strlen(s);
     kl_buf_adds(b, n && s[n - 1] == '\n' ? "|" : "|-");
     if (n >= 2 && s[n - 1] == '\n' && s[n - 2] == '\n') {
@@ -634,7 +668,7 @@ static void emit_string(kl_buf *b, const char *s, int ind) {
     return;
   }
   if (needs_quotes(s))
-    kl_json_quote(b, s, strlen(s));
+    yaml_quote(b, s);
   else
     kl_buf_adds(b, s);
 }
@@ -653,7 +687,7 @@ static void emit_scalar(kl_buf *b, const cJSON *v, int ind) {
 
 static void emit_key(kl_buf *b, const char *k) {
   if (needs_quotes(k) || strchr(k, '\n'))
-    kl_json_quote(b, k, strlen(k));
+    yaml_quote(b, k);
   else
     kl_buf_adds(b, k);
 }
