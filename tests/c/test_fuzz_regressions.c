@@ -10,6 +10,7 @@
 #include "json.h"
 #include "kl.h"
 #include "list_decode.h"
+#include "manifest.h"
 #include "object.h"
 #include "patch.h"
 #include "selector.h"
@@ -205,11 +206,42 @@ TEST(fieldsel_number_outside_long_long) {
   free(d);
 }
 
+/* fuzz_manifest: kl_yaml_emit wrote strings holding U+2028/U+2029 (or NEL,
+ * BOM) plain or JSON-quoted, but YAML reads those as line breaks even in
+ * quotes: the key "k\u2029" came back as a broken document. */
+TEST(yaml_emit_line_separator) {
+  size_t n = 0;
+  char *text = load("fuzz_manifest-yaml-line-separator-in-key", &n);
+  CHECK(text != NULL);
+  if (!text) return;
+  cJSON *doc = NULL;
+  char *err = NULL;
+  CHECK_EQ_INT(kl_manifest_parse_one(text, n, &doc, &err), 0); /* {"k\P"} */
+  if (doc) {
+    cJSON_AddStringToObject(doc, "v", "a\xE2\x80\xA8" "b\nc\xC2\x85");
+    cJSON_AddStringToObject(doc, "w", "\xEF\xBB\xBF" "x");
+    char *y = kl_yaml_emit(doc);
+    cJSON *back = NULL;
+    char *err2 = NULL;
+    CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &back, &err2), 0);
+    CHECK(back && cJSON_Compare(doc, back, 1));
+    CHECK(cJSON_GetObjectItemCaseSensitive(back, "k\xE2\x80\xA9") != NULL);
+    CHECK(strstr(y, "\\u2029") != NULL);
+    cJSON_Delete(back);
+    free(err2);
+    free(y);
+  }
+  cJSON_Delete(doc);
+  free(err);
+  free(text);
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
   RUN(list_empty_value_at_chunk_start);
   RUN(obj_key_copied_from_moved_buffer);
   RUN(fieldsel_number_outside_long_long);
+  RUN(yaml_emit_line_separator);
   return ctest_summary();
 }
