@@ -28,6 +28,7 @@
 #include "kl.h"
 #include "log_format.h"
 #include "lua_json.h"
+#include "metrics.h"
 #include "informer.h"
 #include "workqueue.h"
 
@@ -1009,6 +1010,23 @@ static void log_result(kl_ctl *m, const gen_ctl *gc, const char *key,
   }
 }
 
+/* controller-runtime's reconcile metrics (docs/production.md). */
+static void count_result(const char *ctl, const kl_result *r, double secs) {
+  static const char *const result[] = {"success", "requeue", "requeue_after",
+                                       "error", "error"};
+  const kl_std_metrics *sm = kl_std_metrics_get();
+  kl_counter_inc(kl_metric_withv(sm->reconcile_total, ctl, result[r->out]));
+  if (r->out == KL_OUT_ERROR || r->out == KL_OUT_ABORTED)
+    kl_counter_inc(kl_metric_withv(sm->reconcile_errors_total, ctl));
+  if (r->out == KL_OUT_ERROR)
+    kl_counter_inc(kl_metric_withv(sm->lua_errors_total, ctl));
+  if (r->out == KL_OUT_ABORTED)
+    kl_counter_inc(kl_metric_withv(sm->reconcile_aborted_total, ctl));
+  kl_histogram_observe(kl_metric_withv(sm->reconcile_time_seconds, ctl), secs);
+  kl_histogram_observe(kl_metric_withv(sm->wq_work_duration_seconds, ctl),
+                       secs);
+}
+
 static void *worker_main(void *ud) {
   worker *w = ud;
   gen *g = w->g;
@@ -1035,7 +1053,13 @@ static void *worker_main(void *ud) {
     lc->key = key;
     lc->reconcile_id = rid;
     kl_result r;
+    kl_metric_series *active = kl_metric_withv(
+        kl_std_metrics_get()->active_workers, gc->cs->name);
+    kl_gauge_add(active, 1);
+    double t0 = kl_now();
     kl_vm_reconcile(vm, w->ctl + 1, key, gc->budget, &r);
+    kl_gauge_add(active, -1);
+    count_result(gc->cs->name, &r, kl_now() - t0);
     atomic_fetch_add(&m->n_rec, 1);
     log_result(m, gc, key, &r, gc->wq);
     lc->controller = lc->key = NULL;
