@@ -146,3 +146,10 @@ clean:
 FUZZ_SECONDS ?= 30
 fuzz:
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
+# Long reliability run (chaos convergence with several seeds, 50-informer
+# load with flat memory, leaks); see docs/reliability.md.
+SOAK_SECONDS ?= 300
+soak:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) SANITIZE= all
+	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) bash scripts/soak

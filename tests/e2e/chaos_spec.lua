@@ -15,7 +15,7 @@
 --     state (its resourceVersion, or absent for deleted keys).
 -- Environment: KLUA_BIN, KLUA_ROOT (set by scripts/run-tests.sh);
 -- CHAOS_SEEDS (default "1 2 3"), CHAOS_SECONDS per seed (default 4),
--- CHAOS_CONVERGE (default 30), CHAOS_REPORT (a file to append one JSON line
+-- CHAOS_CONVERGE (default 45), CHAOS_REPORT (a file to append one JSON line
 -- per seed to; scripts/soak uses it).
 local core = require("klua_core")
 
@@ -23,7 +23,7 @@ local ROOT = os.getenv("KLUA_ROOT") or "."
 local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
 local DRIVER = ROOT .. "/tests/e2e/chaos_driver.py"
 local SECONDS = tonumber(os.getenv("CHAOS_SECONDS") or "4")
-local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "30")
+local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "45")
 local REPORT = os.getenv("CHAOS_REPORT")
 local SEEDS = {}
 for s in (os.getenv("CHAOS_SEEDS") or "1 2 3"):gmatch("%d+") do
@@ -239,24 +239,28 @@ local function run_seed(seed)
       end
     end
     local converged, recovery, divergences
+    local last = math.max(summary.last_fault, restarted_at or 0)
+    local inf_recovery, ctl_recovery
     local limit = now() + CONVERGE
     repeat
-      divergences = 0
+      local d_inf, d_ctl = 0, 0
       for n, i in ipairs(infs) do
         drain(i.inf, i.view, i.st)
-        divergences = divergences + diff(store_state(i.inf), want[n]) +
-          diff(i.view, want[n])
+        d_inf = d_inf + diff(store_state(i.inf), want[n]) + diff(i.view, want[n])
       end
       local rec = reconciled(rlog)
       for k, rv in pairs(final) do
-        if rec[k] ~= rv then divergences = divergences + 1 end
+        if rec[k] ~= rv then d_ctl = d_ctl + 1 end
       end
       for k, rv in pairs(rec) do
-        if final[k] == nil and rv ~= "absent" then divergences = divergences + 1 end
+        if final[k] == nil and rv ~= "absent" then d_ctl = d_ctl + 1 end
       end
+      if d_inf == 0 and not inf_recovery then inf_recovery = now() - last end
+      if d_ctl == 0 and not ctl_recovery then ctl_recovery = now() - last end
+      divergences = d_inf + d_ctl
       if divergences == 0 then
         converged = true
-        recovery = now() - math.max(summary.last_fault, restarted_at or 0)
+        recovery = now() - last
         break
       end
       sh("sleep 0.1")
@@ -267,6 +271,8 @@ local function run_seed(seed)
       total_faults = summary.total_faults, divergences = divergences,
       server_restarts = restarts, restart_supported = HAVE_STATE,
       recovery_seconds = recovery and math.floor(recovery * 100) / 100,
+      informers_recovery_seconds = inf_recovery and math.floor(inf_recovery * 100) / 100,
+      controller_recovery_seconds = ctl_recovery and math.floor(ctl_recovery * 100) / 100,
       keys = 0, informers = {}}
     for _ in pairs(final) do report.keys = report.keys + 1 end
     for _, i in ipairs(infs) do
