@@ -180,8 +180,30 @@ run_for 4 "$D/exec.log" "$D/kc-exec"
 check "an exec credential plugin: its token authenticates" \
   '[ -f "$D/exec-ran" ] && grep -q "reconciled.*k=default/seen" "$D/exec.log"'
 
+# an exec plugin whose output is broken (the token inside truncated JSON)
+# or that fails after printing it: the error must not quote the output
+cat >"$D/exec-bad.sh" <<EOF
+#!/bin/sh
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s"' "$TOKEN"
+[ -f "$D/exec-bad-fail" ] && exit 3
+exit 0
+EOF
+chmod +x "$D/exec-bad.sh"
+kubeconfig "$D/kc-execbad" "$D/server.crt" "    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: $D/exec-bad.sh
+      interactiveMode: Never"
+run_for 10 "$D/execbad.log" "$D/kc-execbad"
+check "an exec plugin with broken output: exit 1 naming the plugin (got $RC)" \
+  '[ "$RC" = 1 ] && grep -q "exec plugin" "$D/execbad.log"'
+touch "$D/exec-bad-fail"
+run_for 10 "$D/execfail.log" "$D/kc-execbad"
+check "an exec plugin that fails: exit 1 with its status (got $RC)" \
+  '[ "$RC" = 1 ] && grep -q "exited with status 3" "$D/execfail.log"'
+
 # every output of every run, and the server's log
 ALL="$D/noca.log $D/otherca.log $D/ca.log $D/badtoken.log $D/exec.log $D/tls.log"
+ALL="$ALL $D/execbad.log $D/execfail.log"
 [ -n "$METRICS" ] && ALL="$ALL $D/metrics.txt"
 check "the outputs are real (debug lines, request URLs in errors)" \
   'grep -q "debug reflector" "$D/ca.log" && grep -q "GET $TLSURL" "$D/badtoken.log"'
