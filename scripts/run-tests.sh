@@ -62,7 +62,12 @@ suite_tsan() {
   fi
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
   export KLUA_STRESS_SECONDS=${KLUA_STRESS_SECONDS:-10}
-  for t in $BUILD/tsan/tests/stress_*; do
+  # stress tests, plus the test programs that run threads of their own
+  local concurrent="test_workqueue test_delta_fifo test_real_fifo test_informer
+    test_reflector test_controller test_rest test_leader test_events
+    test_http_endpoints"
+  local t
+  for t in $BUILD/tsan/tests/stress_* $(for c in $concurrent; do echo "$BUILD/tsan/tests/$c"; done); do
     [ -x "$t" ] && run_c_prog "$t" tsan
   done
 }
