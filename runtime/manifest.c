@@ -587,32 +587,40 @@ int kl_manifest_load(const char *path, int flags, cJSON **out, char **err) {
 
 /* ---- emitter --------------------------------------------------------- */
 
-/* YAML reads NEL, LS and PS as line breaks (and a BOM as a stream marker),
- * even inside quotes: such strings must be double-quoted with \u escapes. */
-static const char *const yaml_breaks[] = {"\xC2\x85", "\xE2\x80\xA8",
-                                          "\xE2\x80\xA9", "\xEF\xBB\xBF",
-                                          NULL};
-static const char *const yaml_break_esc[] = {"\\u0085", "\\u2028",
-                                             "\\u2029", "\\ufeff"};
+/* Characters YAML cannot hold raw, even inside double quotes: DEL and the
+ * C1 controls (not printable), NEL, LS and PS (read as line breaks), BOM,
+ * U+FFFE/U+FFFF. Returns the byte length of such a character at p (0 when
+ * there is none) and its code point in *cp. */
+static size_t yaml_special(const char *s, unsigned *cp) {
+  const unsigned char *p = (const unsigned char *)s;
+  if (p[0] == 0x7f) return *cp = 0x7f, 1;
+  if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) return *cp = p[1], 2;
+  if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9))
+    return *cp = 0x2000u + (p[2] - 0x80u), 3;
+  if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) return *cp = 0xFEFF, 3;
+  if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF))
+    return *cp = 0xFFC0u + (p[2] - 0x80u), 3;
+  return 0;
+}
 
-static bool has_yaml_break(const char *s) {
-  for (int i = 0; yaml_breaks[i]; i++)
-    if (strstr(s, yaml_breaks[i])) return true;
+static bool has_yaml_special(const char *s) {
+  unsigned cp;
+  for (; *s; s++)
+    if (yaml_special(s, &cp)) return true;
   return false;
 }
 
-/* Double-quotes s as JSON does, with YAML's special breaks escaped. */
+/* Double-quotes s as JSON does, with the characters above \u-escaped. */
 static void yaml_quote(kl_buf *b, const char *s) {
   kl_buf q = KL_BUF_INIT;
   kl_json_quote(&q, s, strlen(s));
   const char *p = q.data;
   while (*p) {
-    int hit = -1;
-    for (int i = 0; yaml_breaks[i]; i++)
-      if (!strncmp(p, yaml_breaks[i], strlen(yaml_breaks[i]))) hit = i;
-    if (hit >= 0) {
-      kl_buf_adds(b, yaml_break_esc[hit]);
-      p += strlen(yaml_breaks[hit]);
+    unsigned cp;
+    size_t n = yaml_special(p, &cp);
+    if (n) {
+      kl_buf_addf(b, "\\u%04x", cp);
+      p += n;
     } else {
       kl_buf_addc(b, *p++);
     }
@@ -622,7 +630,7 @@ static void yaml_quote(kl_buf *b, const char *s) {
 
 /* Does a string need quotes to read back as the same string? */
 static bool needs_quotes(const char *s) {
-  if (!*s || has_yaml_break(s)) return true;
+  if (!*s || has_yaml_special(s)) return true;
   builder b;
   memset(&b, 0, sizeof b);
   b.name = "";
@@ -646,7 +654,7 @@ static void indent(kl_buf *b, int n) {
 
 static void emit_string(kl_buf *b, const char *s, int ind) {
   if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ' &&
-      !has_yaml_break(s)) {
+      !has_yaml_special(s)) {
     size_t n = strlen(s);
     kl_buf_adds(b, n && s[n - 1] == '\n' ? "|" : "|-");
     if (n >= 2 && s[n - 1] == '\n' && s[n - 2] == '\n') {
