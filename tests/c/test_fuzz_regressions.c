@@ -207,7 +207,7 @@ TEST(fieldsel_number_outside_long_long) {
 }
 
 /* fuzz_manifest: kl_yaml_emit wrote strings holding U+2028/U+2029 (or NEL,
- * BOM) plain or JSON-quoted, but YAML reads those as line breaks even in
+ * BOM, DEL, C1 controls, U+FFFF) plain or JSON-quoted, but YAML reads those as line breaks even in
  * quotes: the key "k\u2029" came back as a broken document. */
 TEST(yaml_emit_line_separator) {
   size_t n = 0;
@@ -220,6 +220,15 @@ TEST(yaml_emit_line_separator) {
   if (doc) {
     cJSON_AddStringToObject(doc, "v", "a\xE2\x80\xA8" "b\nc\xC2\x85");
     cJSON_AddStringToObject(doc, "w", "\xEF\xBB\xBF" "x");
+    /* fuzz_manifest-yaml-del-in-string: DEL and C1 controls, raw even in
+     * quotes, are not allowed in YAML */
+    size_t dn = 0;
+    char *del = load("fuzz_manifest-yaml-del-in-string", &dn);
+    cJSON *d2 = NULL;
+    CHECK(del && kl_manifest_parse_one(del, dn, &d2, NULL) == 0);
+    if (d2) cJSON_AddItemToObject(doc, "d2", d2);
+    free(del);
+    cJSON_AddStringToObject(doc, "x", "a\x7f" "b\xC2\x80" "c\xEF\xBF\xBF");
     char *y = kl_yaml_emit(doc);
     cJSON *back = NULL;
     char *err2 = NULL;
