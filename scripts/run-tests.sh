@@ -73,11 +73,12 @@ suite_tsan() {
 }
 
 # busted under LuaJIT, TAP output: "ok N"/"not ok N" lines.
-run_busted() { # run_busted LABEL DIR
-  local label=$1 dir=$2 log p f
-  log="$LOGDIR/busted-$label.log"
-  local files
-  files=$(ls "$dir"/*_spec.lua 2>/dev/null)
+run_busted() { # run_busted LABEL DIR...
+  local label=$1 log p f
+  shift
+  log="$LOGDIR/busted-${label// /-}.log"
+  local files d
+  files=$(for d in "$@"; do ls "$d"/*_spec.lua 2>/dev/null; done)
   [ -z "$files" ] && return
   LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/tests/lua/?.lua;;" \
   LUA_CPATH="$ROOT/$BUILD/?.so;;" KLUA_BIN="$ROOT/$BUILD/klua" KLUA_ROOT="$ROOT" \
@@ -95,7 +96,8 @@ suite_lua() {
   if ! $MAKE --no-print-directory -j"$JOBS" all >"$LOGDIR/build.log" 2>&1; then
     tail -30 "$LOGDIR/build.log"; add 0 1 "build"; return
   fi
-  run_busted "busted" tests/lua
+  # the specs, and the example specs that show script authors how to test
+  run_busted "busted" tests/lua examples/testing
 }
 
 suite_e2e() {
