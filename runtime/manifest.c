@@ -656,11 +656,11 @@ static void emit_string(kl_buf *b, const char *s, int ind) {
   if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ' &&
       !has_yaml_special(s)) {
     size_t n = strlen(s);
-    kl_buf_adds(b, n && s[n - 1] == '\n' ? "|" : "|-");
     if (n >= 2 && s[n - 1] == '\n' && s[n - 2] == '\n') {
-      kl_json_quote(b, s, n); /* trailing blank lines: keep it simple */
+      yaml_quote(b, s); /* trailing blank lines: keep it simple */
       return;
     }
+    kl_buf_adds(b, n && s[n - 1] == '\n' ? "|" : "|-");
     const char *p = s;
     while (*p) {
       const char *nl = strchr(p, '\n');
