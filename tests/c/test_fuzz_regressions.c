@@ -245,6 +245,29 @@ TEST(yaml_emit_line_separator) {
   free(text);
 }
 
+/* fuzz_manifest: a string ending in two or more newlines was emitted as
+ * '|"...\n\n"' (the block indicator, then a JSON-quoted string): invalid
+ * YAML. */
+TEST(yaml_emit_trailing_blank_lines) {
+  size_t n = 0;
+  char *text = load("fuzz_manifest-yaml-trailing-blank-lines", &n);
+  CHECK(text != NULL);
+  if (!text) return;
+  cJSON *docs = NULL;
+  CHECK_EQ_INT(kl_manifest_parse(text, n, NULL, 0, &docs, NULL), 0);
+  const cJSON *doc;
+  cJSON_ArrayForEach(doc, docs) {
+    char *y = kl_yaml_emit(doc);
+    cJSON *back = NULL;
+    CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &back, NULL), 0);
+    CHECK(back && cJSON_Compare(doc, back, 1));
+    cJSON_Delete(back);
+    free(y);
+  }
+  cJSON_Delete(docs);
+  free(text);
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
@@ -252,5 +275,6 @@ int main(void) {
   RUN(obj_key_copied_from_moved_buffer);
   RUN(fieldsel_number_outside_long_long);
   RUN(yaml_emit_line_separator);
+  RUN(yaml_emit_trailing_blank_lines);
   return ctest_summary();
 }
