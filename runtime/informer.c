@@ -673,3 +673,28 @@ size_t kl_informer_factory_len(kl_informer_factory *f) {
   pthread_mutex_unlock(&f->mu);
   return n;
 }
+
+bool kl_informer_factory_release(kl_informer_factory *f, kl_informer *inf) {
+  if (!inf) return false;
+  pthread_mutex_lock(&f->mu);
+  char *key = NULL;
+  size_t i = 0;
+  const char *k;
+  void *v;
+  while (kl_hmap_next(&f->m, &i, &k, &v))
+    if (v == inf) {
+      key = kl_strdup(k);
+      break;
+    }
+  /* the caller's reference and the factory's: nobody else uses it */
+  bool last = key && atomic_load(&inf->refs) == 2;
+  if (last) kl_hmap_del(&f->m, key, NULL);
+  else kl_informer_unref(inf); /* not the last: only a decrement */
+  pthread_mutex_unlock(&f->mu);
+  free(key);
+  if (!last) return false;
+  kl_informer_stop(inf);
+  kl_informer_unref(inf);
+  kl_informer_unref(inf);
+  return true;
+}

@@ -157,6 +157,10 @@ int kl_informer_factory_get(kl_informer_factory *f,
 /* Starts every informer of the factory; returns how many there are. */
 size_t kl_informer_factory_start(kl_informer_factory *f);
 size_t kl_informer_factory_len(kl_informer_factory *f);
+/* Drops the caller's reference to inf (one kl_informer_factory_get gave).
+ * When nobody else holds one, the factory forgets inf (a later get creates
+ * a new informer), stops and frees it, and this returns true. NULL-safe. */
+bool kl_informer_factory_release(kl_informer_factory *f, kl_informer *inf);
 
 /* The Lua binding (lua_informer.c): adds informer_new to the klua_core
  * table at index core (see docs/informers.md). */

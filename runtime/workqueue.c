@@ -72,6 +72,8 @@ kl_wq *kl_wq_new(const kl_wq_opts *opts) {
     if (opts->max_delay > 0) q->o.max_delay = opts->max_delay;
     if (opts->qps > 0) q->o.qps = opts->qps;
     if (opts->burst > 0) q->o.burst = opts->burst;
+    q->o.on_get = opts->on_get;
+    q->o.on_get_ud = opts->on_get_ud;
   }
   q->tokens = q->o.burst;
   q->last_refill = now();
@@ -303,12 +305,14 @@ int kl_wq_get(kl_wq *q, double timeout, char **item) {
   double t = now();
   bool found;
   void *added = kl_hmap_del(&q->dirty, it, &found);
+  double waited = found ? t - unbox_time(added) : 0;
   if (found) {
-    q->st.queue_seconds_sum += t - unbox_time(added);
+    q->st.queue_seconds_sum += waited;
     q->st.queue_count++;
   }
   kl_hmap_put(&q->processing, it, box_time(t));
   pthread_mutex_unlock(&q->mu);
+  if (found && q->o.on_get) q->o.on_get(q->o.on_get_ud, waited);
   *item = it;
   return 0;
 }

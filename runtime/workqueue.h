@@ -25,6 +25,11 @@ typedef struct kl_wq_opts {
   double max_delay;   /* per-item backoff cap, seconds (default 1000) */
   double qps;         /* overall token bucket rate (default 10) */
   int burst;          /* overall bucket size (default 100) */
+  /* Called by kl_wq_get on the getter's thread, outside the queue's lock,
+   * with the seconds the item waited between being queued and handed out
+   * (feeds workqueue_queue_duration_seconds). NULL: none. */
+  void (*on_get)(void *ud, double waited_s);
+  void *on_get_ud;
 } kl_wq_opts;
 
 /* Counters for metrics (controller-runtime's workqueue_* names). */
