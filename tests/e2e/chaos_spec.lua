@@ -12,7 +12,9 @@
 --   * every informer's handler view (adds/updates/deletes applied in order)
 --     equals it too: no delete was lost (tombstones count),
 --   * the controller's last reconcile of every key saw the key's final
---     state (its resourceVersion, or absent for deleted keys).
+--     state (its resourceVersion, or absent for deleted keys), and its
+--     hooks' last event for every key was the final state (on_add or
+--     on_update) or, for deleted keys, on_delete.
 -- Environment: KLUA_BIN, KLUA_ROOT (set by scripts/run-tests.sh);
 -- CHAOS_SEEDS (default "1 2 3"), CHAOS_SECONDS per seed (default 4),
 -- CHAOS_CONVERGE (default 45), CHAOS_REPORT (a file to append one JSON line
@@ -80,11 +82,25 @@ local function rec(kind, api)
       rv = o and o.metadata.resourceVersion or "absent" })
   end
 end
+-- hooks: the last event of every key must be its final state or a delete
+local function hook(kind, what)
+  return function(a, b)
+    local o = what == "update" and b or a
+    local ns = o.metadata.namespace
+    local k = (ns and ns ~= "" and ns .. "/" or "") .. o.metadata.name
+    klua.log.info("hook", { kind = kind, k = k,
+      rv = what == "delete" and "deleted" or o.metadata.resourceVersion })
+  end
+end
 klua.controller({ name = "cm", watch = { api_version = "v1", kind = "ConfigMap" },
-  workers = 3, reconcile = rec("ConfigMap", "v1") })
+  workers = 3, reconcile = rec("ConfigMap", "v1"),
+  on_add = hook("ConfigMap", "add"), on_update = hook("ConfigMap", "update"),
+  on_delete = hook("ConfigMap", "delete") })
 klua.controller({ name = "wg",
   watch = { api_version = "chaos.klua.dev/v1", kind = "Widget" },
-  workers = 3, reconcile = rec("Widget", "chaos.klua.dev/v1") })
+  workers = 3, reconcile = rec("Widget", "chaos.klua.dev/v1"),
+  on_add = hook("Widget", "add"), on_update = hook("Widget", "update"),
+  on_delete = hook("Widget", "delete") })
 ]]
 
 local WG = "/apis/chaos.klua.dev/v1"
@@ -139,11 +155,13 @@ local function diff(a, b)
   return n
 end
 
--- last reconciled rv per "Kind key" from the controller's log
-local function reconciled(log)
+-- last reconciled rv per "Kind key" from the controller's log (what =
+-- "reconciled"), or the last hook event ("hook": an rv or "deleted")
+local function reconciled(log, what)
   local m = {}
+  local tag = "lua: " .. (what or "reconciled") .. " "
   for line in (read(log) or ""):gmatch("[^\n]+") do
-    if line:find("lua: reconciled ", 1, true) then
+    if line:find(tag, 1, true) then
       local kind, k = line:match(" kind=(%S+)"), line:match(" k=(%S+)")
       local rv = line:match(" rv=(%S+)")
       if kind and k and rv then m[kind .. " " .. k] = rv end
@@ -255,6 +273,13 @@ local function run_seed(seed)
       for k, rv in pairs(rec) do
         if final[k] == nil and rv ~= "absent" then d_ctl = d_ctl + 1 end
       end
+      local hooks = reconciled(rlog, "hook")
+      for k, rv in pairs(final) do
+        if hooks[k] ~= rv then d_ctl = d_ctl + 1 end
+      end
+      for k, rv in pairs(hooks) do
+        if final[k] == nil and rv ~= "deleted" then d_ctl = d_ctl + 1 end
+      end
       if d_inf == 0 and not inf_recovery then inf_recovery = now() - last end
       if d_ctl == 0 and not ctl_recovery then ctl_recovery = now() - last end
       divergences = d_inf + d_ctl
@@ -293,11 +318,20 @@ local function run_seed(seed)
         why[#why + 1] = ("%s: store %d, view %d differences"):format(i.spec.name,
           diff(store_state(i.inf), want[n]), diff(i.view, want[n]))
       end
-      local rec = reconciled(rlog)
+      local rec, hooks = reconciled(rlog), reconciled(rlog, "hook")
       for k, rv in pairs(final) do
         if rec[k] ~= rv then
           why[#why + 1] = ("controller: %s last reconciled at %s, final %s"):format(
             k, tostring(rec[k]), rv)
+        end
+        if hooks[k] ~= rv then
+          why[#why + 1] = ("hooks: %s last hook event at %s, final %s"):format(
+            k, tostring(hooks[k]), rv)
+        end
+      end
+      for k, rv in pairs(hooks) do
+        if final[k] == nil and rv ~= "deleted" then
+          why[#why + 1] = ("hooks: %s is gone but its last hook event was at %s"):format(k, rv)
         end
       end
     end
