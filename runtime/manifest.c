@@ -653,7 +653,7 @@ static void indent(kl_buf *b, int n) {
 }
 
 static void emit_string(kl_buf *b, const char *s, int ind) {
-  if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ' &&
+  if (strchr(s, '\n') && !strchr(s, '\r') && s[0] != ' ' && s[0] != '\t' &&
       !has_yaml_special(s)) {
     size_t n = strlen(s);
     if (n >= 2 && s[n - 1] == '\n' && s[n - 2] == '\n') {
