@@ -268,6 +268,26 @@ TEST(yaml_emit_trailing_blank_lines) {
   free(text);
 }
 
+/* fuzz_manifest: a multi-line string starting with a tab went into a "|"
+ * block, where libyaml reads the leading tab as bad indentation. */
+TEST(yaml_emit_block_starting_with_tab) {
+  size_t n = 0;
+  char *text = load("fuzz_manifest-yaml-block-starting-with-tab", &n);
+  CHECK(text != NULL);
+  if (!text) return;
+  cJSON *doc = NULL, *back = NULL;
+  CHECK_EQ_INT(kl_manifest_parse_one(text, n, &doc, NULL), 0);
+  char *y = doc ? kl_yaml_emit(doc) : NULL;
+  if (y) {
+    CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &back, NULL), 0);
+    CHECK(back && cJSON_Compare(doc, back, 1));
+  }
+  free(y);
+  cJSON_Delete(doc);
+  cJSON_Delete(back);
+  free(text);
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
@@ -276,5 +296,6 @@ int main(void) {
   RUN(fieldsel_number_outside_long_long);
   RUN(yaml_emit_line_separator);
   RUN(yaml_emit_trailing_blank_lines);
+  RUN(yaml_emit_block_starting_with_tab);
   return ctest_summary();
 }
