@@ -17,15 +17,16 @@
 --     on_update) or, for deleted keys, on_delete.
 -- Environment: KLUA_BIN, KLUA_ROOT (set by scripts/run-tests.sh);
 -- CHAOS_SEEDS (default "1 2 3"), CHAOS_SECONDS per seed (default 4),
--- CHAOS_CONVERGE (default 45), CHAOS_REPORT (a file to append one JSON line
--- per seed to; scripts/soak uses it).
+-- CHAOS_CONVERGE (default 75: klua run's longest backoff wait, 30 s times
+-- a jitter below 2, plus margin; runs that pass take 3-17 s),
+-- CHAOS_REPORT (a file to append one JSON line per seed to; scripts/soak).
 local core = require("klua_core")
 
 local ROOT = os.getenv("KLUA_ROOT") or "."
 local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
 local DRIVER = ROOT .. "/tests/e2e/chaos_driver.py"
 local SECONDS = tonumber(os.getenv("CHAOS_SECONDS") or "4")
-local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "45")
+local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "75")
 local REPORT = os.getenv("CHAOS_REPORT")
 local SEEDS = {}
 for s in (os.getenv("CHAOS_SEEDS") or "1 2 3"):gmatch("%d+") do
