@@ -7,7 +7,14 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 LUA_VERSION := 5.1
 LUA_LDIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
-LUA_CDIR ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_VERSION)
+# Where LuaJIT looks by default: /usr/lib/<multiarch>/lua/5.1 for PREFIX=/usr,
+# PREFIX/lib/lua/5.1 otherwise (e.g. /usr/local/lib/lua/5.1).
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+ifeq ($(PREFIX),/usr)
+LUA_CDIR ?= $(PREFIX)/lib/$(MULTIARCH)/lua/$(LUA_VERSION)
+else
+LUA_CDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+endif
 
 CC ?= cc
 PKGS := luajit libcurl libcjson yaml-0.1 libmicrohttpd gnutls
