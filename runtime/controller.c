@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "controller.h"
+#include "events.h"
 #include "json.h"
 #include "kl.h"
 #include "log_format.h"
@@ -584,9 +585,24 @@ typedef struct src {
   char *id;
   int refs; /* main thread only */
   kl_ctl *mgr;
-  kl_informer *inf;
-  kl_store *store; /* borrowed from inf */
+  kl_informer *inf; /* a reference from the factory */
+  kl_store *store;  /* borrowed from inf */
+  int col;          /* metrics collector */
 } src;
+
+/* A controller's queue, kept across reloads by controller name. */
+typedef struct mqueue {
+  kl_wq *wq;
+  int col; /* metrics collector */
+} mqueue;
+
+/* What a worker or hooks thread is running, for the "workers" liveness
+ * check; guarded by kl_ctl.busy_mu. Strings are borrowed while since > 0
+ * (a generation that has an abandoned thread is never freed). */
+typedef struct busy {
+  const char *ctl, *what, *key;
+  double since, budget; /* since 0: idle */
+} busy;
 
 /* A Lua index function: runs in the manager's index state, under idx_mu. */
 typedef struct lidx {
@@ -599,7 +615,14 @@ struct kl_ctl {
   char *script, *lua_dir, *namespace, *component;
   kl_watchdog *wd;
   kl_hmap srcs;   /* id -> src; main thread */
-  kl_hmap queues; /* controller name -> kl_wq */
+  kl_hmap queues; /* controller name -> mqueue */
+  kl_informer_factory *factory;
+  bool own_factory;
+  kl_events *events;
+  pthread_mutex_t busy_mu;
+  busy **busy;    /* one per running worker or hooks thread */
+  int nbusy, capbusy;
+  bool leak;      /* a thread was abandoned: never free the manager */
   spec *spec;     /* current */
   gen *cur;
   pthread_mutex_t idx_mu;
@@ -607,7 +630,7 @@ struct kl_ctl {
   kl_rt_env idx_env;
   kl_hmap idx_caches;
   /* reload */
-  struct wfile { char *path; long long mtime_ns; long long size; } *files;
+  struct wfile { char *path; long long mtime_ns, size, ino, dev; } *files;
   int nfiles;
   double last_poll;
   bool started, stopped;
@@ -800,14 +823,33 @@ static void src_add_indexes(kl_ctl *m, src *s, const cache_spec *cs) {
   kl_strv_free(&have);
 }
 
-/* Returns the source of cache cs (shared by id: an unchanged cache keeps
- * its informer and its content across reloads), starting it if new. */
-static src *src_acquire(kl_ctl *m, const cache_spec *cs, char **err) {
+/* The informer's name in metrics and logs: "v1/configmaps", plus the
+ * namespace and selectors when it has them (NEW). */
+static char *informer_label(const kl_resource *res, const char *ns,
+                            const cache_spec *cs) {
+  kl_buf b = KL_BUF_INIT;
+  kl_buf_addf(&b, "%s/%s", res->api_version, res->resource);
+  if (ns && *ns && res->namespaced) kl_buf_addf(&b, " namespace=%s", ns);
+  if (cs->label_selector && *cs->label_selector)
+    kl_buf_addf(&b, " labelSelector=%s", cs->label_selector);
+  if (cs->field_selector && *cs->field_selector)
+    kl_buf_addf(&b, " fieldSelector=%s", cs->field_selector);
+  return b.data;
+}
+
+/* Sets *out to the source of cache cs (shared by id: an unchanged cache
+ * keeps its informer and its content across reloads; informers come from
+ * the factory, so caches with the same collection and selectors share
+ * one), starting it if new. Returns 0; KL_ENOENT when the server does not
+ * serve the kind (yet); another code when discovery failed; *err NEW. */
+static int src_acquire(kl_ctl *m, const cache_spec *cs, src **out,
+                       char **err) {
   src *s = kl_hmap_get(&m->srcs, cs->id);
   if (s) {
     s->refs++;
     src_add_indexes(m, s, cs);
-    return s;
+    *out = s;
+    return 0;
   }
   kl_resource res;
   bool found = false;
@@ -819,33 +861,37 @@ static src *src_acquire(kl_ctl *m, const cache_spec *cs, char **err) {
                       cs->api_version, cs->kind,
                       rerr.message ? rerr.message : kl_strerror(rc));
     kl_rest_error_free(&rerr);
-    return NULL;
+    return rc;
   }
   if (!found) {
     *err = kl_sprintf("the server has no resource for apiVersion %s kind %s "
                       "(is its CRD installed?)",
                       cs->api_version, cs->kind);
-    return NULL;
+    return KL_ENOENT;
   }
   const char *ns = cs->namespace ? cs->namespace : m->namespace;
   char *path = kl_resource_path(&res, res.namespaced ? ns : NULL, NULL, NULL);
+  char *label = informer_label(&res, ns, cs);
   kl_informer_opts io = {0};
+  io.reflector = m->o.reflector; /* tuning */
   io.reflector.rest = m->o.rest;
   io.reflector.path = path;
-  io.reflector.name = cs->id;
+  io.reflector.name = label;
   io.reflector.api_version = cs->api_version;
   io.reflector.kind = cs->kind;
   io.reflector.label_selector = cs->label_selector;
   io.reflector.field_selector = cs->field_selector;
+  io.reflector.metadata_only = false;
   kl_informer *inf = NULL;
   char *ierr = NULL;
-  rc = kl_informer_new(&io, &inf, &ierr);
+  rc = kl_informer_factory_get(m->factory, &io, &inf, &ierr);
   free(path);
   kl_resource_free(&res);
   if (rc != 0) {
     *err = kl_sprintf("cache %s: %s", cs->id, ierr ? ierr : kl_strerror(rc));
     free(ierr);
-    return NULL;
+    free(label);
+    return rc;
   }
   s = kl_calloc(1, sizeof *s);
   s->id = kl_strdup(cs->id);
@@ -854,10 +900,13 @@ static src *src_acquire(kl_ctl *m, const cache_spec *cs, char **err) {
   s->inf = inf;
   s->store = kl_informer_store(inf);
   src_add_indexes(m, s, cs);
-  kl_informer_start(inf);
+  kl_informer_start(inf); /* a no-op when another cache shares it */
+  s->col = kl_metrics_watch_informer(kl_metrics_default(), label, inf);
   kl_hmap_put(&m->srcs, s->id, s);
-  kl_log(KL_LOG_DEBUG, MOD, "started informer %s", s->id);
-  return s;
+  kl_log(KL_LOG_DEBUG, MOD, "started informer %s (%s)", s->id, label);
+  free(label);
+  *out = s;
+  return 0;
 }
 
 static bool src_synced(src *s) { return kl_informer_has_synced(s->inf); }
@@ -866,9 +915,12 @@ static void src_release(kl_ctl *m, src *s) {
   if (--s->refs > 0) return;
   bool found;
   kl_hmap_del(&m->srcs, s->id, &found);
-  kl_informer_stop(s->inf);
-  kl_informer_unref(s->inf);
-  kl_log(KL_LOG_DEBUG, MOD, "stopped informer %s", s->id);
+  kl_metrics_remove_collector(kl_metrics_default(), s->col);
+  /* stops the informer unless another cache (or another user of the
+   * factory) still uses it */
+  bool stopped = kl_informer_factory_release(m->factory, s->inf);
+  kl_log(KL_LOG_DEBUG, MOD, "released cache %s%s", s->id,
+         stopped ? ": informer stopped" : "");
   free(s->id);
   free(s);
 }
@@ -943,6 +995,12 @@ static int lua_index_fn(const kl_obj *obj, kl_strv *out, void *ud) {
 }
 
 /* ---- generation threads ---- */
+
+static busy *busy_new(kl_ctl *m);
+static void busy_free(kl_ctl *m, busy *b);
+static void busy_set(kl_ctl *m, busy *b, const char *ctl, const char *what,
+                     const char *key, double budget);
+static void busy_clear(kl_ctl *m, busy *b);
 
 static double ctl_budget(kl_ctl *m, const ctl_spec *cs) {
   return m->o.budget > 0 ? m->o.budget : (cs->timeout > 0 ? cs->timeout : 30);
@@ -1035,6 +1093,7 @@ static void *worker_main(void *ud) {
   kl_vm *vm = gen_load_vm(g);
   if (!vm) return NULL;
   kl_rt_logctx *lc = kl_rt_logctx_get();
+  busy *bz = busy_new(m);
   while (!atomic_load(&g->stop)) {
     char *key = NULL;
     int rc = kl_wq_get(gc->wq, 0.2, &key);
@@ -1057,7 +1116,9 @@ static void *worker_main(void *ud) {
         kl_std_metrics_get()->active_workers, gc->cs->name);
     kl_gauge_add(active, 1);
     double t0 = kl_now();
+    busy_set(m, bz, gc->cs->name, "reconcile", key, gc->budget);
     kl_vm_reconcile(vm, w->ctl + 1, key, gc->budget, &r);
+    busy_clear(m, bz);
     kl_gauge_add(active, -1);
     count_result(gc->cs->name, &r, kl_now() - t0);
     atomic_fetch_add(&m->n_rec, 1);
@@ -1068,6 +1129,7 @@ static void *worker_main(void *ud) {
     kl_wq_done(gc->wq, key);
     free(key);
   }
+  busy_free(m, bz);
   kl_vm_free(vm);
   return NULL;
 }
@@ -1133,6 +1195,14 @@ static void run_map(gen *g, kl_vm *vm, gen_ctl *gc, const hook_ev *ev,
   lua_settop(L, 0);
 }
 
+static const char *hook_name(const hook_ev *ev) {
+  return ev->widx               ? "map"
+         : ev->type == EV_ADD    ? "on_add"
+         : ev->type == EV_UPDATE ? "on_update"
+         : ev->type == EV_DELETE ? "on_delete"
+                                 : "on_state";
+}
+
 static void run_hook(gen *g, kl_vm *vm, hook_ev *ev) {
   gen_ctl *gc = &g->ctls[ev->ctl];
   lua_State *L = vm->L;
@@ -1145,10 +1215,7 @@ static void run_hook(gen *g, kl_vm *vm, hook_ev *ev) {
     lc->controller = lc->key = NULL;
     return;
   }
-  const char *name = ev->type == EV_ADD      ? "on_add"
-                     : ev->type == EV_UPDATE ? "on_update"
-                     : ev->type == EV_DELETE ? "on_delete"
-                                             : "on_state";
+  const char *name = hook_name(ev);
   lua_settop(L, 0);
   int nargs = 0;
   if (ev->type == 0) atomic_store(&gc->state_dirty, false);
@@ -1194,6 +1261,7 @@ static void *hooks_main(void *ud) {
   gen *g = ud;
   kl_vm *vm = gen_load_vm(g);
   if (!vm) return NULL;
+  busy *bz = busy_new(g->mgr);
   pthread_mutex_lock(&g->mu);
   while (!atomic_load(&g->stop)) {
     hook_ev *ev = g->hhead;
@@ -1209,11 +1277,16 @@ static void *hooks_main(void *ud) {
     if (!g->hhead) g->htail = NULL;
     g->hlen--;
     pthread_mutex_unlock(&g->mu);
+    gen_ctl *gc = &g->ctls[ev->ctl];
+    busy_set(g->mgr, bz, gc->cs->name, hook_name(ev),
+             ev->obj ? kl_obj_key(ev->obj) : NULL, gc->budget);
     run_hook(g, vm, ev);
+    busy_clear(g->mgr, bz);
     hook_ev_free(ev);
     pthread_mutex_lock(&g->mu);
   }
   pthread_mutex_unlock(&g->mu);
+  busy_free(g->mgr, bz);
   kl_vm_free(vm);
   return NULL;
 }
@@ -1228,13 +1301,105 @@ static bool gen_needs_hooks(const spec *s) {
   return false;
 }
 
+static void observe_queue_time(void *ud, double waited) {
+  kl_histogram_observe(ud, waited);
+}
+
+/* The queue of controller name, created on first use with its metrics:
+ * the workqueue_* gauges and counters mirrored at every scrape, and
+ * workqueue_queue_duration_seconds observed at every get. */
 static kl_wq *mgr_queue(kl_ctl *m, const char *name) {
-  kl_wq *q = kl_hmap_get(&m->queues, name);
+  mqueue *q = kl_hmap_get(&m->queues, name);
   if (!q) {
-    q = kl_wq_new(NULL);
+    q = kl_calloc(1, sizeof *q);
+    kl_wq_opts wo = {
+        .on_get = observe_queue_time,
+        .on_get_ud = kl_metric_withv(
+            kl_std_metrics_get()->wq_queue_duration_seconds, name)};
+    q->wq = kl_wq_new(&wo);
+    q->col = kl_metrics_watch_workqueue(kl_metrics_default(), name, q->wq);
     kl_hmap_put(&m->queues, name, q);
   }
-  return q;
+  return q->wq;
+}
+
+/* Shuts a queue down and frees it once its collector is gone. */
+static void mqueue_free(mqueue *q) {
+  kl_metrics_remove_collector(kl_metrics_default(), q->col);
+  kl_wq_shutdown(q->wq);
+  kl_wq_free(q->wq);
+  free(q);
+}
+
+/* ---- the "workers" liveness check ---- */
+
+static busy *busy_new(kl_ctl *m) {
+  busy *b = kl_calloc(1, sizeof *b);
+  pthread_mutex_lock(&m->busy_mu);
+  if (m->nbusy == m->capbusy) {
+    m->capbusy = m->capbusy ? m->capbusy * 2 : 16;
+    m->busy = kl_realloc(m->busy, (size_t)m->capbusy * sizeof *m->busy);
+  }
+  m->busy[m->nbusy++] = b;
+  pthread_mutex_unlock(&m->busy_mu);
+  return b;
+}
+
+static void busy_free(kl_ctl *m, busy *b) {
+  pthread_mutex_lock(&m->busy_mu);
+  for (int i = 0; i < m->nbusy; i++)
+    if (m->busy[i] == b) {
+      m->busy[i] = m->busy[--m->nbusy];
+      break;
+    }
+  pthread_mutex_unlock(&m->busy_mu);
+  free(b);
+}
+
+static void busy_set(kl_ctl *m, busy *b, const char *ctl, const char *what,
+                     const char *key, double budget) {
+  pthread_mutex_lock(&m->busy_mu);
+  b->ctl = ctl, b->what = what, b->key = key, b->budget = budget;
+  b->since = kl_now();
+  pthread_mutex_unlock(&m->busy_mu);
+}
+
+static void busy_clear(kl_ctl *m, busy *b) {
+  pthread_mutex_lock(&m->busy_mu);
+  b->since = 0;
+  b->ctl = b->what = b->key = NULL;
+  pthread_mutex_unlock(&m->busy_mu);
+}
+
+int kl_ctl_check_workers(void *ud, char **reason) {
+  kl_ctl *m = ud;
+  double grace = m->o.stuck_after > 0 ? m->o.stuck_after : 10;
+  double now = kl_now(), worst = 0;
+  int stuck = 0;
+  char *msg = NULL;
+  pthread_mutex_lock(&m->busy_mu);
+  for (int i = 0; i < m->nbusy; i++) {
+    const busy *b = m->busy[i];
+    if (b->since <= 0) continue;
+    double late = now - b->since - b->budget;
+    if (late <= grace) continue;
+    stuck++;
+    if (late > worst) {
+      worst = late;
+      free(msg);
+      msg = kl_sprintf("%s of %s%s%s has run for %.0f s (budget %g s)",
+                       b->what, b->ctl, b->key ? " key " : "",
+                       b->key ? b->key : "", now - b->since, b->budget);
+    }
+  }
+  pthread_mutex_unlock(&m->busy_mu);
+  if (!stuck) return 0;
+  if (reason)
+    *reason = stuck > 1 ? kl_sprintf("%d Lua calls are stuck, e.g. %s", stuck,
+                                     msg)
+                        : kl_strdup(msg);
+  free(msg);
+  return KL_ETIMEDOUT;
 }
 
 /* Joins t until deadline (absolute kl_now time; <= 0: forever); false on
@@ -1312,6 +1477,53 @@ static bool gen_stop_threads(gen *g, double deadline) {
   return all;
 }
 
+/* Sleeps up to secs in slices; false when interrupted. */
+static bool nap(kl_ctl *m, double secs) {
+  double end = kl_now() + secs;
+  while (kl_now() < end) {
+    if (m->o.interrupted && m->o.interrupted()) return false;
+    usleep(20000);
+  }
+  return true;
+}
+
+/* src_acquire, waiting (discovery refreshed with backoff) while the
+ * server does not serve the kind, e.g. until its CRD is applied. Bounded
+ * by the sync timeout from t0; interruptible. */
+static int acquire_waiting(kl_ctl *m, const cache_spec *cs, double t0,
+                           src **out, char **err) {
+  double delay = 0.25, next_log = 0;
+  for (;;) {
+    char *e = NULL;
+    int rc = src_acquire(m, cs, out, &e);
+    if (rc != KL_ENOENT) {
+      if (rc) *err = e;
+      else if (next_log > 0)
+        kl_log(KL_LOG_INFO, MOD, "resource %s %s is served now",
+               cs->api_version, cs->kind);
+      return rc;
+    }
+    if (m->o.sync_timeout > 0 && kl_now() - t0 > m->o.sync_timeout) {
+      *err = kl_sprintf("%s (waited %g s)", e, m->o.sync_timeout);
+      free(e);
+      return KL_ETIMEDOUT;
+    }
+    free(e);
+    if (kl_now() >= next_log) {
+      kl_log(KL_LOG_WARN, MOD, "waiting for resource %s %s to be served "
+             "(is its CRD installed?)", cs->api_version, cs->kind);
+      next_log = kl_now() + 30;
+    }
+    if (!nap(m, delay)) {
+      *err = kl_sprintf("interrupted while waiting for resource %s %s to "
+                        "be served", cs->api_version, cs->kind);
+      return KL_ECLOSED;
+    }
+    delay = delay * 2 > 5 ? 5 : delay * 2;
+    kl_discovery_invalidate(m->o.disc); /* ask the server again */
+  }
+}
+
 /* Builds and starts a generation for spec s (taken over). On failure
  * returns NULL with *err set, and nothing is left running. */
 static gen *gen_start(kl_ctl *m, spec *s, char **err) {
@@ -1322,9 +1534,10 @@ static gen *gen_start(kl_ctl *m, spec *s, char **err) {
   pthread_cond_init(&g->cv, NULL);
   kl_hmap_init(&g->caches, KL_HMAP_BORROW_KEYS);
   g->srcs = kl_calloc((size_t)s->ncache + 1, sizeof *g->srcs);
+  double t0 = kl_now();
   for (int i = 0; i < s->ncache; i++) {
-    src *sr = src_acquire(m, &s->caches[i], err);
-    if (!sr) {
+    src *sr = NULL;
+    if (acquire_waiting(m, &s->caches[i], t0, &sr, err) != 0) {
       gen_free(g);
       return NULL;
     }
@@ -1335,9 +1548,10 @@ static gen *gen_start(kl_ctl *m, spec *s, char **err) {
   g->env.disc = m->o.disc;
   g->env.caches = &g->caches;
   g->env.component = m->component;
+  g->env.events = m->events;
 
   /* wait for the caches */
-  double t0 = kl_now(), next_log = t0 + 10;
+  double next_log = kl_now() + 10;
   for (;;) {
     int pending = 0;
     const char *which = NULL;
@@ -1376,6 +1590,11 @@ static gen *gen_start(kl_ctl *m, spec *s, char **err) {
                                                      : (cs->workers > 0 ? cs->workers : 1))
                                  : 0;
     nworkers += gc->nworkers;
+    if (cs->reconcile)
+      kl_gauge_set(kl_metric_withv(
+                       kl_std_metrics_get()->max_concurrent_reconciles,
+                       cs->name),
+                   gc->nworkers);
     for (int j = 0; j < g->nsrcs; j++)
       if (!strcmp(g->srcs[j]->id, cs->cache_id)) gc->primary = g->srcs[j];
     gc->owns = kl_calloc((size_t)cs->nowns + 1, sizeof *gc->owns);
@@ -1487,14 +1706,19 @@ static const char watch_files_lua[] =
     "end\n"
     "return files\n";
 
-static void stamp(const char *path, long long *mtime, long long *size) {
+/* A file's identity and version: a replaced file (new inode, e.g. an
+ * editor's save-by-rename or a ConfigMap volume's symlink swap) counts as
+ * changed even with the same size and modification time. */
+static void stamp(const char *path, struct wfile *w) {
   struct stat st;
   if (stat(path, &st) != 0) {
-    *mtime = -1, *size = -1;
+    w->mtime_ns = w->size = w->ino = w->dev = -1;
     return;
   }
-  *mtime = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-  *size = (long long)st.st_size;
+  w->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+  w->size = (long long)st.st_size;
+  w->ino = (long long)st.st_ino;
+  w->dev = (long long)st.st_dev;
 }
 
 static void files_free(kl_ctl *m) {
@@ -1528,8 +1752,7 @@ static void files_read(kl_ctl *m, kl_vm *vm) {
 }
 
 static void files_stamp(kl_ctl *m) {
-  for (int i = 0; i < m->nfiles; i++)
-    stamp(m->files[i].path, &m->files[i].mtime_ns, &m->files[i].size);
+  for (int i = 0; i < m->nfiles; i++) stamp(m->files[i].path, &m->files[i]);
 }
 
 static int probe(kl_ctl *m, kl_vm **vm, char **err) {
@@ -1563,10 +1786,23 @@ int kl_ctl_new(const kl_ctl_opts *o, kl_ctl **out, char **err) {
   kl_hmap_init(&m->queues, KL_HMAP_OWN_KEYS);
   kl_hmap_init(&m->idx_caches, KL_HMAP_BORROW_KEYS);
   pthread_mutex_init(&m->idx_mu, NULL);
+  pthread_mutex_init(&m->busy_mu, NULL);
+  m->factory = o->factory;
+  if (!m->factory) {
+    m->factory = kl_informer_factory_new(o->rest);
+    m->own_factory = true;
+  }
+  kl_events_opts eo = {.rest = o->rest, .component = m->component};
+  int erc = kl_events_new(&eo, &m->events, err);
+  if (erc != 0) {
+    kl_ctl_free(m);
+    return erc;
+  }
   m->idx_env.rest = o->rest;
   m->idx_env.disc = o->disc;
   m->idx_env.caches = &m->idx_caches;
   m->idx_env.component = m->component;
+  m->idx_env.events = m->events;
   m->wd = kl_watchdog_new();
   kl_vm *vm = NULL;
   int rc = probe(m, &vm, err);
@@ -1601,9 +1837,11 @@ int kl_ctl_start(kl_ctl *m, char **err) {
 
 static bool files_changed(kl_ctl *m) {
   for (int i = 0; i < m->nfiles; i++) {
-    long long mt, sz;
-    stamp(m->files[i].path, &mt, &sz);
-    if (mt != m->files[i].mtime_ns || sz != m->files[i].size) return true;
+    struct wfile now = {0}, *was = &m->files[i];
+    stamp(was->path, &now);
+    if (now.mtime_ns != was->mtime_ns || now.size != was->size ||
+        now.ino != was->ino || now.dev != was->dev)
+      return true;
   }
   return false;
 }
@@ -1611,9 +1849,11 @@ static bool files_changed(kl_ctl *m) {
 static int reload(kl_ctl *m) {
   kl_vm *vm = NULL;
   char *err = NULL;
+  const kl_std_metrics *sm = kl_std_metrics_get();
   int rc = probe(m, &vm, &err);
   if (rc != 0) {
     atomic_fetch_add(&m->n_reload_fail, 1);
+    kl_counter_inc(kl_metric_withv(sm->reloads_total, "failure"));
     kl_log(KL_LOG_ERROR, MOD, "reload of %s failed, the running version "
            "stays: %s", m->script, err);
     free(err);
@@ -1626,6 +1866,7 @@ static int reload(kl_ctl *m) {
   gen *g = gen_start(m, s, &err);
   if (!g) {
     atomic_fetch_add(&m->n_reload_fail, 1);
+    kl_counter_inc(kl_metric_withv(sm->reloads_total, "failure"));
     kl_log(KL_LOG_ERROR, MOD, "reload of %s failed, the running version "
            "stays: %s", m->script, err);
     free(err);
@@ -1650,17 +1891,16 @@ static int reload(kl_ctl *m) {
       if (!strcmp(g->ctls[j].cs->name, k)) keep = true;
     if (!keep) kl_strv_push(&gone, k);
   }
+  if (old->abandoned) m->leak = true;
   for (size_t i = 0; i < gone.n; i++) {
     bool found;
-    kl_wq *q = kl_hmap_del(&m->queues, gone.v[i], &found);
-    if (!old->abandoned) {
-      kl_wq_shutdown(q);
-      kl_wq_free(q);
-    }
+    mqueue *q = kl_hmap_del(&m->queues, gone.v[i], &found);
+    if (!old->abandoned) mqueue_free(q);
   }
   kl_strv_free(&gone);
   gen_free(old); /* releases informers the new version does not use */
   atomic_fetch_add(&m->n_reload, 1);
+  kl_counter_inc(kl_metric_withv(sm->reloads_total, "success"));
   kl_log(KL_LOG_INFO, MOD, "reloaded %s (%d controller%s)", m->script,
          g->nctl, g->nctl == 1 ? "" : "s");
   return 1;
@@ -1685,7 +1925,8 @@ int kl_ctl_stop(kl_ctl *m) {
   atomic_store(&g->stop, true); /* queued keys are dropped */
   const char *k;
   void *v;
-  for (size_t i = 0; kl_hmap_next(&m->queues, &i, &k, &v);) kl_wq_shutdown(v);
+  for (size_t i = 0; kl_hmap_next(&m->queues, &i, &k, &v);)
+    kl_wq_shutdown(((mqueue *)v)->wq);
   int rc = gen_stop_threads(g, deadline) ? 0 : KL_ETIMEDOUT;
   if (!g->abandoned) {
     gen_free(g);
@@ -1697,7 +1938,7 @@ int kl_ctl_stop(kl_ctl *m) {
 void kl_ctl_free(kl_ctl *m) {
   if (!m) return;
   kl_ctl_stop(m);
-  bool leak = m->cur && m->cur->abandoned;
+  bool leak = m->leak || (m->cur && m->cur->abandoned);
   if (leak) {
     /* a thread still runs in that generation: leave its memory alone */
     kl_log(KL_LOG_WARN, MOD, "exiting with a stuck worker");
@@ -1707,15 +1948,16 @@ void kl_ctl_free(kl_ctl *m) {
   if (!m->started) spec_free(m->spec);
   const char *k;
   void *v;
-  for (size_t i = 0; kl_hmap_next(&m->queues, &i, &k, &v);) {
-    kl_wq_shutdown(v);
-    kl_wq_free(v);
-  }
+  for (size_t i = 0; kl_hmap_next(&m->queues, &i, &k, &v);) mqueue_free(v);
   kl_hmap_free(&m->queues);
   kl_hmap_free(&m->srcs);
   kl_hmap_free(&m->idx_caches);
+  if (m->own_factory) kl_informer_factory_free(m->factory);
+  kl_events_free(m->events); /* sends what is queued (up to 5 s) */
   kl_watchdog_free(m->wd);
   pthread_mutex_destroy(&m->idx_mu);
+  pthread_mutex_destroy(&m->busy_mu);
+  free(m->busy);
   files_free(m);
   free(m->script);
   free(m->lua_dir);

@@ -16,8 +16,12 @@
 
 #include "discovery.h"
 #include "hmap.h"
+#include "informer.h"
+#include "reflector.h"
 #include "rest.h"
 #include "store.h"
+
+struct kl_events;
 
 /* ---- the C backend (lua_runtime.c) ----------------------------------- */
 
@@ -29,6 +33,9 @@ typedef struct kl_rt_env {
   const kl_hmap *caches;  /* cache id -> kl_store *; read-only while states
                              run (NULL: no caches) */
   const char *component;  /* source.component of Events; NULL: "klua" */
+  struct kl_events *events; /* klua.event queues here (aggregated, sent by
+                               the recorder's thread); NULL: events are
+                               dropped with a debug line */
 } kl_rt_env;
 
 /* Pushes a NEW backend table for klua._set_backend (cache_get, cache_list,
@@ -124,8 +131,21 @@ typedef struct kl_ctl_opts {
   bool jit;
   bool reload;               /* watch the script (kl_ctl_poll) */
   double shutdown_timeout;   /* 0: 30 s */
-  double sync_timeout;       /* wait for caches at start; 0: forever */
+  double sync_timeout;       /* wait for resources to be served and caches
+                                to sync at start; 0: forever (still
+                                interruptible) */
   const char *component;     /* Event source; NULL: "klua" */
+  /* informers are taken from this factory (shared with other users of
+   * it); NULL: the manager's own */
+  kl_informer_factory *factory;
+  /* tuning copied into every informer's reflector: page_size, watch_list,
+   * watch_timeout_min_s/max_s, idle_timeout_s, backoff_*, keep_all, drop;
+   * the collection fields (rest, path, selectors, ...) are ignored. Zero:
+   * the reflector's defaults. */
+  kl_reflector_opts reflector;
+  /* the "workers" liveness check fails when a Lua call runs this many
+   * seconds past its budget; 0: 10 */
+  double stuck_after;
   /* polled while waiting (cache sync): true stops the wait (e.g. a
    * pending SIGINT); may be NULL */
   bool (*interrupted)(void);
@@ -149,6 +169,13 @@ int kl_ctl_poll(kl_ctl *c);
  * worker did not finish in time (it is abandoned). Idempotent. */
 int kl_ctl_stop(kl_ctl *c);
 void kl_ctl_free(kl_ctl *c);
+
+/* The liveness check "workers" (a kl_health_check_fn; ud is the kl_ctl):
+ * returns 0 when no reconcile, hook or map call runs more than
+ * stuck_after seconds past its budget, else KL_ETIMEDOUT with a NEW
+ * *reason naming the controller, the call and the key. Any thread, until
+ * kl_ctl_free. */
+int kl_ctl_check_workers(void *c, char **reason);
 
 /* Counters (for tests and logs). */
 typedef struct kl_ctl_stats {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "controller.h"
+#include "events.h"
 #include "json.h"
 #include "kl.h"
 #include "log_format.h"
@@ -391,94 +392,44 @@ static int b_request(lua_State *L) {
 
 /* ---- events ---------------------------------------------------------- */
 
-static void add_str_member(kl_buf *b, const char *k, const char *v,
-                           bool comma) {
-  if (comma) kl_buf_addc(b, ',');
-  kl_json_quote(b, k, strlen(k));
-  kl_buf_addc(b, ':');
-  kl_json_quote(b, v, strlen(v));
-}
-
-static void rfc3339(char *out, size_t n) {
-  time_t t = time(NULL);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* event(obj, type, reason, message): creates a core/v1 Event about obj. */
+/* event(obj, type, reason, message): queues a core/v1 Event about obj in
+ * the recorder (events.h: spam filter, aggregation, dedupe; sent by its
+ * own thread, so this never waits for the server). */
 static int b_event(lua_State *L) {
   const kl_rt_env *env = env_of(L);
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *type = luaL_checkstring(L, 2);
   const char *reason = luaL_checkstring(L, 3);
   const char *message = luaL_optstring(L, 4, "");
-  const char *av = opt_field(L, 1, "apiVersion");
-  const char *kind = opt_field(L, 1, "kind");
+  kl_event_ref ref = {0};
+  ref.api_version = opt_field(L, 1, "apiVersion");
+  ref.kind = opt_field(L, 1, "kind");
   lua_getfield(L, 1, "metadata"); /* obj type reason msg md */
   int md = lua_gettop(L);
-  const char *name = lua_istable(L, md) ? opt_field(L, md, "name") : NULL;
-  const char *ns = lua_istable(L, md) ? opt_field(L, md, "namespace") : NULL;
-  const char *uid = lua_istable(L, md) ? opt_field(L, md, "uid") : NULL;
-  const char *rv =
-      lua_istable(L, md) ? opt_field(L, md, "resourceVersion") : NULL;
-  if (!name || !kind || !av) {
+  if (lua_istable(L, md)) {
+    ref.name = opt_field(L, md, "name");
+    ref.namespace = opt_field(L, md, "namespace");
+    ref.uid = opt_field(L, md, "uid");
+    ref.resource_version = opt_field(L, md, "resourceVersion");
+  }
+  if (!ref.name || !ref.kind || !ref.api_version) {
     kl_log(KL_LOG_WARN, "event",
            "klua.event: the object has no apiVersion, kind or metadata.name; "
            "event %s not recorded",
            reason);
     return 0;
   }
-  if (!env->rest) return 0;
-  const char *evns = ns && *ns ? ns : "default";
-  const char *comp = env->component ? env->component : "klua";
-  char ts[32], host[128] = "";
-  rfc3339(ts, sizeof ts);
-  gethostname(host, sizeof host - 1);
-  char *evname = kl_sprintf("%s.%llx", name, (unsigned long long)kl_now_ns());
-  kl_buf b = KL_BUF_INIT;
-  kl_buf_adds(&b, "{\"apiVersion\":\"v1\",\"kind\":\"Event\",\"metadata\":{");
-  add_str_member(&b, "name", evname, false);
-  add_str_member(&b, "namespace", evns, true);
-  kl_buf_adds(&b, "},\"involvedObject\":{");
-  add_str_member(&b, "apiVersion", av, false);
-  add_str_member(&b, "kind", kind, true);
-  add_str_member(&b, "name", name, true);
-  if (ns && *ns) add_str_member(&b, "namespace", ns, true);
-  if (uid) add_str_member(&b, "uid", uid, true);
-  if (rv) add_str_member(&b, "resourceVersion", rv, true);
-  kl_buf_addc(&b, '}');
-  add_str_member(&b, "reason", reason, true);
-  add_str_member(&b, "message", message, true);
-  add_str_member(&b, "type", type, true);
-  kl_buf_adds(&b, ",\"source\":{");
-  add_str_member(&b, "component", comp, false);
-  if (*host) add_str_member(&b, "host", host, true);
-  kl_buf_addc(&b, '}');
-  add_str_member(&b, "firstTimestamp", ts, true);
-  add_str_member(&b, "lastTimestamp", ts, true);
-  kl_buf_adds(&b, ",\"count\":1");
-  add_str_member(&b, "reportingComponent", comp, true);
-  add_str_member(&b, "reportingInstance", *host ? host : comp, true);
-  kl_buf_addc(&b, '}');
-
-  kl_buf path = KL_BUF_INIT;
-  kl_buf_adds(&path, "/api/v1/namespaces");
-  kl_rest_path_add(&path, evns);
-  kl_buf_adds(&path, "/events");
-  kl_rest_req req = {.method = "POST", .path = path.data, .body = b.data,
-                     .body_len = b.len};
-  kl_rest_resp resp = {0};
-  kl_rest_error rerr = {0};
-  if (kl_rest_do(env->rest, &req, &resp, &rerr) != 0)
-    kl_log(KL_LOG_WARN, "event", "cannot record event %s for %s %s/%s: %s",
-           reason, kind, ns ? ns : "", name,
-           rerr.message ? rerr.message : "request failed");
-  kl_rest_error_free(&rerr);
-  kl_rest_resp_free(&resp);
-  kl_buf_free(&path);
-  kl_buf_free(&b);
-  free(evname);
+  if (!env->events) {
+    kl_log(KL_LOG_DEBUG, "event", "no event recorder: event %s about %s "
+           "%s/%s dropped", reason, ref.kind,
+           ref.namespace ? ref.namespace : "", ref.name);
+    return 0;
+  }
+  int rc = kl_events_record(env->events, &ref, type, reason, message);
+  if (rc == KL_EINVAL)
+    kl_log(KL_LOG_WARN, "event", "klua.event: bad event %s about %s %s/%s "
+           "(type must be Normal or Warning, reason not empty)",
+           reason, ref.kind, ref.namespace ? ref.namespace : "", ref.name);
   return 0;
 }
 

@@ -44,6 +44,12 @@ static const char run_usage[] =
     "                           (default 30)\n"
     "  --reload                 reload the script when it or a module it\n"
     "                           required from its directory changes\n"
+    "  --sync-timeout SECONDS   give up (exit 1) when the watched resources\n"
+    "                           are not served or their caches not synced\n"
+    "                           within SECONDS (default 0: wait forever)\n"
+    "  --watch-list             fill caches with streaming lists\n"
+    "                           (sendInitialEvents; falls back to paged\n"
+    "                           lists when the server refuses)\n"
     "  --jit                    keep LuaJIT's JIT compiler on in workers\n"
     "                           (faster, but a loop compiled by the JIT cannot\n"
     "                           be stopped by the budget)\n"
@@ -84,6 +90,8 @@ static const char dev_usage[] =
     "  --shutdown-timeout SECONDS\n"
     "                           as for klua run\n"
     "  --jit                    as for klua run\n"
+    "  --sync-timeout SECONDS   as for klua run\n"
+    "  --watch-list             as for klua run\n"
     "  --log-format text|json   as for klua run\n"
     "  --metrics-bind-address ADDR, --health-probe-bind-address ADDR\n"
     "                           as for klua run\n"
@@ -94,8 +102,8 @@ typedef struct run_args {
   const char *script;
   const char *kubeconfig, *context, *namespace;
   int workers;
-  double budget, shutdown_timeout;
-  bool reload, jit;
+  double budget, shutdown_timeout, sync_timeout;
+  bool reload, jit, watch_list;
   int log_format;
   int verbosity;
   /* dev */
@@ -150,7 +158,8 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
       snprintf(name, sizeof name, "%s", arg);
     }
     bool is_bool = !strcmp(name, "--reload") || !strcmp(name, "--jit") ||
-                   !strcmp(name, "--leader-elect");
+                   !strcmp(name, "--leader-elect") ||
+                   !strcmp(name, "--watch-list");
     if (is_bool) {
       if (val) return kl_cli_usage_error(sub, "%s takes no value", name);
       if (!strcmp(name, "--leader-elect")) {
@@ -159,6 +168,8 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
       } else if (!strcmp(name, "--reload")) {
         if (dev) return kl_cli_usage_error(sub, "unknown flag '%s'", name);
         a->reload = true;
+      } else if (!strcmp(name, "--watch-list")) {
+        a->watch_list = true;
       } else {
         a->jit = true;
       }
@@ -166,13 +177,14 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
     }
     static const char *const run_flags[] = {
         "--kubeconfig", "--context", "--namespace", "-n", "--workers",
-        "--budget", "--shutdown-timeout", "--log-format", "-v", "--v",
-        "--leader-election-id", "--leader-election-namespace",
+        "--budget", "--shutdown-timeout", "--sync-timeout", "--log-format",
+        "-v", "--v", "--leader-election-id", "--leader-election-namespace",
         "--metrics-bind-address", "--health-probe-bind-address", NULL};
     static const char *const dev_flags[] = {
         "--seed", "--listen", "--kubeconfig-out", "--namespace", "-n",
-        "--workers", "--budget", "--shutdown-timeout", "--log-format", "-v",
-        "--v", "--metrics-bind-address", "--health-probe-bind-address", NULL};
+        "--workers", "--budget", "--shutdown-timeout", "--sync-timeout",
+        "--log-format", "-v", "--v", "--metrics-bind-address",
+        "--health-probe-bind-address", NULL};
     bool known = false;
     for (const char *const *f = dev ? dev_flags : run_flags; *f; f++)
       if (!strcmp(*f, name)) known = true;
@@ -222,6 +234,9 @@ static int parse_args(int argc, char **argv, bool dev, run_args *a) {
       if (d <= 0)
         return kl_cli_usage_error(sub, "--shutdown-timeout must be > 0");
       a->shutdown_timeout = d;
+    } else if (!strcmp(name, "--sync-timeout")) {
+      if ((rc = parse_num(sub, name, val, 0, &d))) return rc;
+      a->sync_timeout = d;
     } else { /* -v */
       if ((rc = parse_num(sub, name, val, 0, &d))) return rc;
       a->verbosity = (int)d;
@@ -338,6 +353,16 @@ static char *default_lease_id(const char *script) {
   return id;
 }
 
+/* Logs where a server listens, with the port it got (port 0 picks one). */
+static void log_listening(const char *what, const char *paths,
+                          const char *addr, int port) {
+  if (port <= 0) return;
+  const char *colon = strrchr(addr, ':');
+  int hostlen = colon ? (int)(colon - addr) : 0;
+  kl_log(KL_LOG_INFO, "run", "serving %s on %.*s:%d (%s)", what, hostlen,
+         addr, port, paths);
+}
+
 static int run_main(run_args *a, bool dev) {
   const char *sub = dev ? "dev" : "run";
   kl_log_use_format(a->log_format, NULL);
@@ -420,6 +445,8 @@ static int run_main(run_args *a, bool dev) {
   co.jit = a->jit;
   co.reload = a->reload;
   co.shutdown_timeout = a->shutdown_timeout;
+  co.sync_timeout = a->sync_timeout;
+  co.reflector.watch_list = a->watch_list;
   co.interrupted = interrupted;
   int rc = kl_ctl_new(&co, &ctl, &err);
   if (rc != 0) {
@@ -432,7 +459,12 @@ static int run_main(run_args *a, bool dev) {
   kl_http_endpoints_opts ho = {.metrics_addr = a->metrics_addr,
                                .probe_addr = a->probe_addr};
   if (kl_http_endpoints_start(&ho, &probes, &err) != 0) goto fail;
+  log_listening("metrics", "/metrics", a->metrics_addr,
+                kl_http_endpoints_metrics_port(probes));
+  log_listening("health probes", "/healthz, /readyz", a->probe_addr,
+                kl_http_endpoints_probe_port(probes));
   kl_http_endpoints_add_readyz(probes, "informer-sync", ready_check, &le);
+  kl_http_endpoints_add_healthz(probes, "workers", kl_ctl_check_workers, ctl);
   if (a->leader_elect) {
     lease_id = a->le_id ? kl_strdup(a->le_id) : default_lease_id(a->script);
     kl_leader_opts lo = {.rest = rest, .namespace = a->le_ns,
@@ -484,15 +516,21 @@ fail:
   status = 1;
 out:
   atomic_store(&running, 0);
+  double t0 = kl_now();
   if (ctl) kl_ctl_stop(ctl); /* workers end before the lease is released */
   kl_leader_free(le);        /* releases the lease (ReleaseOnCancel) */
   kl_http_endpoints_free(probes);
   free(lease_id);
-  kl_ctl_free(ctl);
+  double t1 = kl_now();
+  kl_ctl_free(ctl);          /* informers, queues, the event recorder */
+  double t2 = kl_now();
   kl_discovery_free(disc);
   kl_rest_free(rest);
   kl_kubeconfig_free(kc);
   kl_apiserver_free(srv);
+  kl_log(KL_LOG_DEBUG, "run", "teardown took %.3f s (lease and probes "
+         "%.3f s, controllers %.3f s, the rest %.3f s)", kl_now() - t0,
+         t1 - t0, t2 - t1, kl_now() - t2);
   if (tmpdir) {
     if (kcpath) unlink(kcpath);
     rmdir(tmpdir);

@@ -2,14 +2,20 @@
  * script loaded into a kl_vm, reconcile results, errors, the budget that
  * aborts runaway loops (JIT off, and JIT on for loops the JIT does not
  * compile), and the C cache backend over a kl_store. */
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "apiserver.h"
 #include "controller.h"
+#include "informer.h"
+#include "metrics.h"
+#include "workqueue.h"
 #include "discovery.h"
 #include "kubeconfig.h"
 #include "rest.h"
@@ -359,18 +365,33 @@ TEST(manager_end_to_end) {
     kl_buf_adds(&b, "-- v2\n");
     script("manager.lua", b.data);
     kl_buf_free(&b);
+    kl_metric_series *ok_reloads = kl_metric_withv(
+        kl_std_metrics_get()->reloads_total, "success");
+    kl_metric_series *bad_reloads = kl_metric_withv(
+        kl_std_metrics_get()->reloads_total, "failure");
+    double ok0 = kl_metric_series_value(ok_reloads);
+    double bad0 = kl_metric_series_value(bad_reloads);
     CHECK(kl_ctl_poll(ctl) == 1);
+    CHECK(kl_metric_series_value(ok_reloads) == ok0 + 1);
     put_cm(srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"p2\",\"labels\":{\"role\":\"parent\"}}}");
     CHECK(wait_for(srv, "default", "p2-child"));
     /* a broken version keeps the running one */
     script("manager.lua", "this is not lua");
     CHECK(kl_ctl_poll(ctl) < 0);
+    CHECK(kl_metric_series_value(bad_reloads) == bad0 + 1);
+    CHECK(kl_metric_series_value(ok_reloads) == ok0 + 1);
     put_cm(srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"p3\",\"labels\":{\"role\":\"parent\"}}}");
     CHECK(wait_for(srv, "default", "p3-child"));
     kl_ctl_stats st;
     kl_ctl_get_stats(ctl, &st);
     CHECK(st.reloads == 1 && st.reload_failures == 1);
     CHECK(st.reconciles >= 3 && st.errors == 0);
+    /* the queue's metrics: every reconciled key was timed in the queue */
+    const kl_std_metrics *sm = kl_std_metrics_get();
+    CHECK(kl_metric_series_count(kl_metric_withv(
+              sm->wq_queue_duration_seconds, "parent")) >= st.reconciles);
+    CHECK(kl_metric_series_value(kl_metric_withv(
+              sm->max_concurrent_reconciles, "parent")) == 1);
     CHECK(kl_ctl_stop(ctl) == 0);
     kl_ctl_free(ctl);
   }
@@ -379,6 +400,336 @@ TEST(manager_end_to_end) {
   kl_rest_free(rest);
   kl_kubeconfig_free(kc);
   kl_apiserver_free(srv);
+}
+
+/* ---- a server for the manager tests ---- */
+
+typedef struct fixture {
+  kl_apiserver *srv;
+  kl_kubeconfig *kc;
+  kl_rest *rest;
+  kl_discovery *disc;
+} fixture;
+
+static bool fx_up(fixture *fx) {
+  memset(fx, 0, sizeof *fx);
+  kl_apiserver_opts so = {.listen = "127.0.0.1:0"};
+  char *err = NULL;
+  if (kl_apiserver_new(&so, &fx->srv, &err) != 0 ||
+      kl_apiserver_start(fx->srv, &err) != 0) {
+    printf("  server: %s\n", err ? err : "?");
+    free(err);
+    return false;
+  }
+  char kcpath[600];
+  snprintf(kcpath, sizeof kcpath, "%s/kubeconfig-fx", tmpdir);
+  FILE *f = fopen(kcpath, "w");
+  fprintf(f, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
+             "    server: %s\ncontexts:\n- name: c\n  context:\n    cluster: c\n"
+             "    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+          kl_apiserver_url(fx->srv));
+  fclose(f);
+  kl_kubeconfig_opts ko = {.path = kcpath};
+  if (kl_kubeconfig_load(&ko, &fx->kc, &err) != 0 ||
+      kl_rest_new(fx->kc, NULL, &fx->rest, &err) != 0) {
+    printf("  client: %s\n", err ? err : "?");
+    free(err);
+    return false;
+  }
+  fx->disc = kl_discovery_new(fx->rest, 0);
+  return true;
+}
+
+static void fx_down(fixture *fx) {
+  kl_discovery_free(fx->disc);
+  kl_rest_free(fx->rest);
+  kl_kubeconfig_free(fx->kc);
+  kl_apiserver_free(fx->srv);
+}
+
+static kl_ctl *ctl_up(fixture *fx, kl_ctl_opts *co, bool start) {
+  co->lua_dir = lua_dir;
+  co->rest = fx->rest;
+  co->disc = fx->disc;
+  if (!co->shutdown_timeout) co->shutdown_timeout = 5;
+  kl_ctl *ctl = NULL;
+  char *err = NULL;
+  int rc = kl_ctl_new(co, &ctl, &err);
+  if (rc == 0 && start) {
+    rc = kl_ctl_start(ctl, &err);
+    if (rc) {
+      kl_ctl_free(ctl);
+      ctl = NULL;
+    }
+  }
+  if (rc) printf("  ctl: %s\n", err ? err : "?");
+  free(err);
+  return ctl;
+}
+
+static void waited_cb(void *ud, double waited) {
+  double *w = ud;
+  w[0] += 1;
+  w[1] = waited;
+}
+
+TEST(workqueue_reports_queue_time) {
+  double seen[2] = {0, 0};
+  kl_wq_opts o = {.on_get = waited_cb, .on_get_ud = seen};
+  kl_wq *q = kl_wq_new(&o);
+  kl_wq_add(q, "a");
+  usleep(60000);
+  char *it = NULL;
+  CHECK(kl_wq_get(q, 1, &it) == 0);
+  CHECK(seen[0] == 1);
+  CHECK(seen[1] >= 0.05 && seen[1] < 5);
+  /* re-added while processing: the wait counts from that add */
+  kl_wq_add(q, "a");
+  kl_wq_done(q, it);
+  free(it);
+  CHECK(kl_wq_get(q, 1, &it) == 0);
+  CHECK(seen[0] == 2);
+  kl_wq_done(q, it);
+  free(it);
+  /* a timeout hands nothing out and reports nothing */
+  CHECK(kl_wq_get(q, 0.01, &it) == KL_ETIMEDOUT);
+  CHECK(seen[0] == 2);
+  kl_wq_shutdown(q);
+  kl_wq_free(q);
+}
+
+/* Reload sees a file replaced by one of the same size and modification
+ * time (a new inode), as `cp -p`, `touch -r` or a rename do. */
+TEST(reload_sees_replaced_file) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *a =
+      "local klua = require('klua')\n"
+      "klua.controller({ name = 'r', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function() return 'A' and nil end })\n";
+  char b[512];
+  snprintf(b, sizeof b, "%s", a);
+  *strchr(b, 'A') = 'B'; /* same size */
+  const char *path = script("replaced.lua", a);
+  char path_copy[512];
+  snprintf(path_copy, sizeof path_copy, "%s", path);
+  struct stat st0;
+  stat(path_copy, &st0);
+  kl_ctl_opts co = {.script = path_copy, .reload = true};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    CHECK(kl_ctl_poll(ctl) == 0);
+    /* write the new version beside it with the old mtime, rename over */
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.new", path_copy);
+    FILE *f = fopen(tmp, "w");
+    fputs(b, f);
+    fclose(f);
+    struct timespec ts[2] = {st0.st_atim, st0.st_mtim};
+    CHECK(utimensat(AT_FDCWD, tmp, ts, 0) == 0);
+    CHECK(rename(tmp, path_copy) == 0);
+    struct stat st1;
+    stat(path_copy, &st1);
+    CHECK(st1.st_size == st0.st_size);
+    CHECK(st1.st_mtim.tv_sec == st0.st_mtim.tv_sec &&
+          st1.st_mtim.tv_nsec == st0.st_mtim.tv_nsec);
+    CHECK(st1.st_ino != st0.st_ino);
+    CHECK(kl_ctl_poll(ctl) == 1);
+    CHECK(kl_ctl_poll(ctl) == 0);
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
+/* The liveness check fails while a reconcile is stuck past its budget (in
+ * C code here, where the budget cannot interrupt it) and passes again
+ * once it ended. */
+TEST(workers_check_reports_stuck_calls) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *src =
+      "local klua = require('klua')\n"
+      "klua.controller({ name = 'sleepy', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function(req) if req.name == 'slow' then os.execute('sleep 2') end end })\n";
+  kl_ctl_opts co = {.script = script("stuck.lua", src), .budget = 0.2,
+                    .stuck_after = 0.3};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    char *reason = NULL;
+    CHECK(kl_ctl_check_workers(ctl, &reason) == 0 && reason == NULL);
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"slow\"}}");
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+      usleep(20000);
+      rc = kl_ctl_check_workers(ctl, &reason);
+    }
+    CHECK(rc == KL_ETIMEDOUT);
+    CHECK(reason && strstr(reason, "reconcile of sleepy key default/slow"));
+    CHECK(reason && strstr(reason, "budget 0.2 s"));
+    free(reason);
+    reason = NULL;
+    for (int i = 0; i < 200 && rc != 0; i++) {
+      usleep(20000);
+      free(reason);
+      reason = NULL;
+      rc = kl_ctl_check_workers(ctl, &reason);
+    }
+    CHECK(rc == 0); /* the call ended (aborted at its return to Lua) */
+    free(reason);
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
+typedef struct start_arg {
+  kl_ctl *ctl;
+  int rc;
+  char *err;
+} start_arg;
+
+static void *start_thread(void *ud) {
+  start_arg *a = ud;
+  a->rc = kl_ctl_start(a->ctl, &a->err);
+  return NULL;
+}
+
+static const char widget_crd[] =
+    "{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
+    "\"metadata\":{\"name\":\"widgets.test.klua.dev\"},\"spec\":{\"group\":\"test.klua.dev\","
+    "\"scope\":\"Namespaced\",\"names\":{\"plural\":\"widgets\",\"singular\":\"widget\","
+    "\"kind\":\"Widget\",\"listKind\":\"WidgetList\"},\"versions\":[{\"name\":\"v1\","
+    "\"served\":true,\"storage\":true,\"schema\":{\"openAPIV3Schema\":{\"type\":\"object\","
+    "\"x-kubernetes-preserve-unknown-fields\":true}}}]}}";
+
+/* A watched kind that is not served yet: with a sync timeout start gives
+ * up naming it; without one it waits until the CRD is applied, then
+ * reconciles. */
+TEST(waits_for_a_crd) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *src =
+      "local klua = require('klua')\n"
+      "klua.controller({ name = 'widgets', watch = { api_version = 'test.klua.dev/v1', kind = 'Widget' },\n"
+      "  reconcile = function(req)\n"
+      "    local _, e = klua.create({ apiVersion = 'v1', kind = 'ConfigMap', metadata = { name = req.name .. '-seen', namespace = req.namespace } })\n"
+      "    if e and not klua.is_already_exists(e) then error(tostring(e)) end\n"
+      "  end })\n";
+  kl_ctl_opts co = {.script = script("widgets.lua", src), .sync_timeout = 0.5};
+  kl_ctl *ctl = ctl_up(&fx, &co, false);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    char *err = NULL;
+    CHECK(kl_ctl_start(ctl, &err) != 0);
+    CHECK(err && strstr(err, "test.klua.dev/v1 kind Widget"));
+    free(err);
+    kl_ctl_free(ctl);
+  }
+  co.sync_timeout = 0;
+  ctl = ctl_up(&fx, &co, false);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    start_arg a = {.ctl = ctl};
+    pthread_t th;
+    pthread_create(&th, NULL, start_thread, &a);
+    usleep(400000); /* it is waiting: applying the CRD ends the wait */
+    kl_as_resource *crds =
+        kl_as_find(fx.srv, "apiextensions.k8s.io", "v1",
+                   "customresourcedefinitions");
+    CHECK(crds != NULL);
+    cJSON *body = cJSON_Parse(widget_crd);
+    kl_as_result r = KL_AS_RESULT_INIT;
+    kl_as_opts o = {0};
+    if (crds) kl_as_create(fx.srv, crds, "", body, &o, &r);
+    CHECK(r.code == 201);
+    kl_as_result_free(&r);
+    cJSON_Delete(body);
+    pthread_join(th, NULL);
+    if (a.rc) printf("  start: %s\n", a.err);
+    CHECK(a.rc == 0);
+    free(a.err);
+    kl_as_resource *w = kl_as_find(fx.srv, "test.klua.dev", "v1", "widgets");
+    CHECK(w != NULL);
+    if (w) {
+      body = cJSON_Parse("{\"apiVersion\":\"test.klua.dev/v1\",\"kind\":\"Widget\",\"metadata\":{\"name\":\"w1\"}}");
+      r = (kl_as_result)KL_AS_RESULT_INIT;
+      kl_as_create(fx.srv, w, "default", body, &o, &r);
+      CHECK(r.code == 201);
+      kl_as_result_free(&r);
+      cJSON_Delete(body);
+      CHECK(wait_for(fx.srv, "default", "w1-seen"));
+    }
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
+/* Caches whose ids differ but that list the same collection share one
+ * informer of the factory; reflector settings reach it; a reload that
+ * drops them stops it. */
+TEST(informers_shared_through_the_factory) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *two =
+      "local klua = require('klua')\n"
+      "klua.controller({ name = 'a', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function() end })\n"
+      "klua.controller({ name = 'b', watch = { api_version = 'v1', kind = 'ConfigMap' },\n"
+      "  reconcile = function() end })\n";
+  const char *none =
+      "local klua = require('klua')\n"
+      "klua.controller({ name = 'c', watch = { api_version = 'v1', kind = 'Secret', namespace = 'default' },\n"
+      "  reconcile = function() end })\n";
+  kl_informer_factory *f = kl_informer_factory_new(fx.rest);
+  const char *path = script("shared.lua", two);
+  char spath[512];
+  snprintf(spath, sizeof spath, "%s", path);
+  kl_ctl_opts co = {.script = spath, .namespace = "default", .reload = true,
+                    .factory = f};
+  co.reflector.watch_list = true;
+  co.reflector.page_size = 7;
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    CHECK(kl_informer_factory_len(f) == 1); /* two cache ids, one informer */
+    kl_informer_opts io = {0};
+    io.reflector.path = "/api/v1/namespaces/default/configmaps";
+    kl_informer *inf = NULL;
+    char *err = NULL;
+    CHECK(kl_informer_factory_get(f, &io, &inf, &err) == 0);
+    CHECK(kl_informer_factory_len(f) == 1);
+    if (inf) {
+      kl_informer_stats st;
+      kl_informer_stats_get(inf, &st);
+      CHECK(st.reflector.watch_list_used == 1); /* streaming list */
+      CHECK(!kl_informer_factory_release(f, inf)); /* the manager uses it */
+    }
+    sleep(1);
+    script("shared.lua", none);
+    CHECK(kl_ctl_poll(ctl) == 1);
+    CHECK(kl_informer_factory_len(f) == 1); /* the Secret informer only */
+    io.reflector.path = "/api/v1/namespaces/default/secrets";
+    CHECK(kl_informer_factory_get(f, &io, &inf, &err) == 0);
+    if (inf) CHECK(!kl_informer_factory_release(f, inf));
+    CHECK(kl_informer_factory_len(f) == 1);
+    kl_ctl_free(ctl);
+    CHECK(kl_informer_factory_len(f) == 0); /* released at the end */
+  }
+  kl_informer_factory_free(f);
+  fx_down(&fx);
 }
 
 int main(void) {
@@ -394,6 +745,11 @@ int main(void) {
   RUN(cache_backend);
   RUN(states_are_independent);
   RUN(manager_end_to_end);
+  RUN(workqueue_reports_queue_time);
+  RUN(reload_sees_replaced_file);
+  RUN(workers_check_reports_stuck_calls);
+  RUN(waits_for_a_crd);
+  RUN(informers_shared_through_the_factory);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
