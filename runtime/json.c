@@ -2,6 +2,7 @@
  * KL_JSON_MAX_DEPTH so hostile input cannot exhaust the stack. */
 #include "json.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static inline const char *ws(const char *p, const char *end) {
@@ -16,13 +17,28 @@ static inline int hexval(char c) {
   return -1;
 }
 
+const char *kl_json_plain_run(const char *p, const char *end) {
+  /* 8 bytes at a time: a byte is special when it is '"', '\\' or < 0x20
+   * (SWAR zero-byte tests; a hit only sends us to the byte loop). */
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  while (end - p >= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    uint64_t m = ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v);
+    if (m & highs) break;
+    p += 8;
+  }
+  while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+  return p;
+}
+
 /* Scans a string starting at the opening quote; returns the byte after the
  * closing quote, or NULL. */
 static const char *scan_string(const char *p, const char *end) {
   p++;
   for (;;) {
-    /* fast path: plain bytes */
-    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+    p = kl_json_plain_run(p, end);
     if (p >= end) return NULL;
     if (*p == '"') return p + 1;
     if ((unsigned char)*p < 0x20) return NULL;
@@ -75,18 +91,41 @@ static const char *scan_lit(const char *p, const char *end, const char *lit,
   return p + n;
 }
 
-/* Compacting scanner. When out is NULL it only validates. drop paths are
- * matched per level: drops[i] points at the remaining path of candidate i
- * (NULL when that candidate no longer matches at this depth). */
+/* The validating (and, when out is set, compacting) scanner. Compaction
+ * copies runs: [run, p) of the input is pending output, and only where
+ * bytes are left out (whitespace, a dropped member) is the pending run
+ * copied and a new one started, so compact input costs one memcpy per
+ * dropped member instead of one append per token. The output is never
+ * longer than the input. drop paths are matched per level: drops[i] is the
+ * remaining path of candidate i at this depth. */
 typedef struct {
-  kl_buf *out;
+  char *out;       /* output cursor; NULL: validate only */
+  const char *run; /* start of the pending input run */
   const char *end;
 } cctx;
 
-#define EMIT(c, s, n)                                                          \
-  do {                                                                         \
-    if ((c)->out) kl_buf_add((c)->out, (s), (n));                              \
-  } while (0)
+/* Copies the pending run up to `from` and restarts it at `to`. */
+static inline void cut(cctx *c, const char *from, const char *to) {
+  if (!c->out) return;
+  size_t n = (size_t)(from - c->run);
+  memcpy(c->out, c->run, n);
+  c->out += n;
+  c->run = to;
+}
+
+static inline bool is_ws(char ch) {
+  return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t';
+}
+
+/* Skips whitespace, leaving it out of the output. */
+static inline const char *cws(cctx *c, const char *p) {
+  if (p < c->end && is_ws(*p)) {
+    const char *q = ws(p, c->end);
+    cut(c, p, q);
+    return q;
+  }
+  return p;
+}
 
 static const char *value(cctx *c, const char *p, int depth,
                          const char *const *drops, int ndrops);
@@ -105,22 +144,16 @@ static bool key_matches(const char *kp, size_t kn, const char *path,
 static const char *object(cctx *c, const char *p, int depth,
                           const char *const *drops, int ndrops) {
   const char *end = c->end;
-  EMIT(c, "{", 1);
-  p = ws(p + 1, end);
-  if (p < end && *p == '}') {
-    EMIT(c, "}", 1);
-    return p + 1;
-  }
-  bool first = true;
+  p = cws(c, p + 1);
+  if (p < end && *p == '}') return p + 1;
+  bool emitted = false;       /* a member of this object was kept */
+  const char *comma = NULL;   /* the ',' before the current member */
   for (;;) {
-    p = ws(p, end);
+    p = cws(c, p);
     if (p >= end || *p != '"') return NULL;
     const char *ks = p;
     const char *ke = scan_string(p, end);
     if (!ke) return NULL;
-    p = ws(ke, end);
-    if (p >= end || *p != ':') return NULL;
-    p = ws(p + 1, end);
     /* which drop paths continue below this key, and is it dropped here? */
     const char *sub[8];
     int nsub = 0;
@@ -132,54 +165,53 @@ static const char *object(cctx *c, const char *p, int depth,
         else if (nsub < 8) sub[nsub++] = rest;
       }
     }
-    if (dropped) {
-      cctx skip = {NULL, end};
-      p = value(&skip, p, depth + 1, NULL, 0);
-      if (!p) return NULL;
-    } else {
-      if (!first) EMIT(c, ",", 1);
-      first = false;
-      EMIT(c, ks, (size_t)(ke - ks));
-      EMIT(c, ":", 1);
-      p = value(c, p, depth + 1, sub, nsub);
-      if (!p) return NULL;
+    char *out = c->out;
+    if (dropped || (!emitted && comma)) {
+      /* Copy what precedes the key; only whitespace (left out) separates
+       * it from the comma before it, so the output then ends with that
+       * comma. A dropped member takes its comma along; so does the first
+       * kept member after dropped ones. */
+      cut(c, ks, ks);
+      if (c->out && comma) c->out--;
+      out = c->out;
+      if (dropped) c->out = NULL; /* skip the rest without output */
     }
-    p = ws(p, end);
+    p = cws(c, ke);
+    if (p >= end || *p != ':') return NULL;
+    p = cws(c, p + 1);
+    p = value(c, p, depth + 1, sub, dropped ? 0 : nsub);
+    if (!p) return NULL;
+    if (dropped) {
+      c->out = out;
+      c->run = p;
+    } else {
+      emitted = true;
+    }
+    p = cws(c, p);
     if (p >= end) return NULL;
     if (*p == ',') {
-      p++;
+      comma = p++;
       continue;
     }
-    if (*p == '}') {
-      EMIT(c, "}", 1);
-      return p + 1;
-    }
+    if (*p == '}') return p + 1;
     return NULL;
   }
 }
 
 static const char *array(cctx *c, const char *p, int depth) {
   const char *end = c->end;
-  EMIT(c, "[", 1);
-  p = ws(p + 1, end);
-  if (p < end && *p == ']') {
-    EMIT(c, "]", 1);
-    return p + 1;
-  }
-  for (bool first = true;; first = false) {
-    if (!first) EMIT(c, ",", 1);
+  p = cws(c, p + 1);
+  if (p < end && *p == ']') return p + 1;
+  for (;;) {
     p = value(c, p, depth + 1, NULL, 0);
     if (!p) return NULL;
-    p = ws(p, end);
+    p = cws(c, p);
     if (p >= end) return NULL;
     if (*p == ',') {
       p++;
       continue;
     }
-    if (*p == ']') {
-      EMIT(c, "]", 1);
-      return p + 1;
-    }
+    if (*p == ']') return p + 1;
     return NULL;
   }
 }
@@ -188,24 +220,21 @@ static const char *value(cctx *c, const char *p, int depth,
                          const char *const *drops, int ndrops) {
   const char *end = c->end;
   if (depth > KL_JSON_MAX_DEPTH) return NULL;
-  p = ws(p, end);
+  p = cws(c, p);
   if (p >= end) return NULL;
-  const char *q;
   switch (*p) {
   case '{': return object(c, p, depth, drops, ndrops);
   case '[': return array(c, p, depth);
-  case '"': q = scan_string(p, end); break;
-  case 't': q = scan_lit(p, end, "true", 4); break;
-  case 'f': q = scan_lit(p, end, "false", 5); break;
-  case 'n': q = scan_lit(p, end, "null", 4); break;
-  default: q = scan_number(p, end); break;
+  case '"': return scan_string(p, end);
+  case 't': return scan_lit(p, end, "true", 4);
+  case 'f': return scan_lit(p, end, "false", 5);
+  case 'n': return scan_lit(p, end, "null", 4);
+  default: return scan_number(p, end);
   }
-  if (q) EMIT(c, p, (size_t)(q - p));
-  return q;
 }
 
 int kl_json_skip(const char *p, const char *end, const char **after) {
-  cctx c = {NULL, end};
+  cctx c = {NULL, p, end};
   const char *q = value(&c, p, 0, NULL, 0);
   if (!q) return KL_EJSON;
   if (after) *after = q;
@@ -218,16 +247,66 @@ int kl_json_validate(const char *p, size_t n) {
   return ws(q, end) == end ? 0 : KL_EJSON;
 }
 
-int kl_json_compact(const char *p, size_t n, const char *const *drop,
-                    kl_buf *out) {
-  const char *end = p + n;
+int kl_json_compact_value(const char *p, const char *end,
+                          const char *const *drop, kl_buf *out,
+                          const char **after) {
   int nd = 0;
   while (drop && drop[nd] && nd < 8) nd++;
-  cctx c = {out, end};
-  kl_buf_reserve(out, n);
+  kl_buf_reserve(out, (size_t)(end - p));
+  char *start = out->data + out->len;
+  p = ws(p, end); /* leading whitespace is not part of the value */
+  cctx c = {start, p, end};
   const char *q = value(&c, p, 0, drop, nd);
-  if (!q || ws(q, end) != end) return KL_EJSON;
+  if (!q) return KL_EJSON;
+  cut(&c, q, q);
+  out->len += (size_t)(c.out - start);
+  out->data[out->len] = '\0';
+  if (after) *after = q;
   return 0;
+}
+
+int kl_json_compact(const char *p, size_t n, const char *const *drop,
+                    kl_buf *out) {
+  const char *end = p + n, *q;
+  if (kl_json_compact_value(p, end, drop, out, &q) != 0) return KL_EJSON;
+  return ws(q, end) == end ? 0 : KL_EJSON;
+}
+
+const char *kl_json_skip_valid(const char *p, const char *end) {
+  p = ws(p, end);
+  if (p >= end) return end;
+  char ch = *p;
+  if (ch == '"') {
+    for (p++;;) {
+      p = kl_json_plain_run(p, end);
+      if (p >= end) return end;
+      if (*p == '"') return p + 1;
+      p += *p == '\\' ? 2 : 1;
+      if (p > end) return end;
+    }
+  }
+  if (ch != '{' && ch != '[') {
+    const char *s = p;
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ':' &&
+           !is_ws(*p))
+      p++;
+    return p == s ? p + 1 : p; /* always progress, even on invalid input */
+  }
+  int depth = 0;
+  while (p < end) {
+    ch = *p;
+    if (ch == '"') {
+      p = kl_json_skip_valid(p, end);
+      continue;
+    }
+    p++;
+    if (ch == '{' || ch == '[') {
+      depth++;
+    } else if (ch == '}' || ch == ']') {
+      if (--depth == 0) return p;
+    }
+  }
+  return end;
 }
 
 char kl_json_type(kl_span v) {

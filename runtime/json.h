@@ -34,6 +34,24 @@ int kl_json_validate(const char *p, size_t n);
 int kl_json_compact(const char *p, size_t n, const char *const *drop,
                     kl_buf *out);
 
+/* Like kl_json_compact for the one value starting at p (leading whitespace
+ * allowed) and ending anywhere before end: appends it to out, compacted and
+ * validated in the same single pass, and sets *after just past it. Returns
+ * 0 or KL_EJSON (out then holds garbage after its old length). */
+int kl_json_compact_value(const char *p, const char *end,
+                          const char *const *drop, kl_buf *out,
+                          const char **after);
+
+/* Skips one value of JSON already known to be valid (e.g. a kl_obj's bytes)
+ * without checking it; returns the byte after it. On invalid input it still
+ * never reads outside [p, end) and always moves forward (the result is then
+ * meaningless). */
+const char *kl_json_skip_valid(const char *p, const char *end);
+
+/* Returns the first byte in [p, end) that is '"', '\\' or a control byte
+ * (< 0x20), or end: the run of plain string bytes. Reads 8 bytes at a time. */
+const char *kl_json_plain_run(const char *p, const char *end);
+
 /* The kind of a value by its first byte: 'o' object, 'a' array, 's' string,
  * 'n' number, 't' true, 'f' false, 'z' null, 0 if empty/invalid. */
 char kl_json_type(kl_span v);

@@ -201,9 +201,7 @@ static int scan_value(kl_list_decoder *d, size_t *vs, size_t *ve) {
         continue;
       }
       /* fast path: plain string bytes */
-      while (i < len && b[i] != '"' && b[i] != '\\' &&
-             (unsigned char)b[i] >= 0x20)
-        i++;
+      i = (size_t)(kl_json_plain_run(b + i, b + len) - b);
       if (i == len) break;
       c = b[i++];
       if (c == '\\') {

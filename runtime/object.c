@@ -24,19 +24,101 @@ static int fail(char **err, int code, const char *msg) {
   return code;
 }
 
-/* Unescapes a string member into b (adding a NUL); absent -> "". */
-static uint32_t put_str(kl_buf *b, kl_span meta, const char *key, int *bad) {
-  uint32_t off = (uint32_t)b->len;
-  kl_span v;
-  if (kl_json_getv(meta, &key, 1, &v)) {
-    if (kl_json_type(v) == 's') {
-      if (kl_json_unescape(v, b) != 0) *bad = 1;
-    } else if (kl_json_type(v) != 'z') {
-      *bad = 1;
+/* The members of metadata that kl_obj keeps, as raw spans (first
+ * occurrence, as kl_json_get finds them). */
+enum { M_NS, M_NAME, M_RV, M_UID, M_N };
+static const char *const meta_keys[M_N] = {"namespace", "name",
+                                           "resourceVersion", "uid"};
+
+/* True when the key span (quoted) is the C string s of length n. */
+static bool key_is(kl_span k, const char *s, size_t n) {
+  if (k.n == n + 2 && memcmp(k.p + 1, s, n) == 0) return true;
+  return k.n > n + 2 && memchr(k.p, '\\', k.n) && kl_json_streq(k, s);
+}
+
+/* Iterates the members of a VALID JSON object without checking it again.
+ * Returns false at the end. */
+static bool next_member(const char **pp, const char *end, kl_span *k,
+                        kl_span *v) {
+  const char *p = *pp;
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' ||
+                     *p == ','))
+    p++;
+  if (p >= end || *p != '"') return false;
+  const char *q = kl_json_skip_valid(p, end);
+  *k = (kl_span){p, (size_t)(q - p)};
+  while (q < end && *q != ':') q++;
+  if (q >= end) return false;
+  q++;
+  while (q < end && (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t')) q++;
+  p = kl_json_skip_valid(q, end);
+  *v = (kl_span){q, (size_t)(p - q)};
+  *pp = p;
+  return true;
+}
+
+/* Collects the metadata spans of the valid object top in one pass over its
+ * members and one over metadata's. Returns 0 or KL_EINVAL (*why set). */
+static int scan_meta(kl_span top, kl_span *apiv, kl_span *kind,
+                     kl_span m[M_N], const char **why) {
+  const char *p = top.p + 1, *end = top.p + top.n;
+  kl_span k, v, meta = {0};
+  while (next_member(&p, end, &k, &v)) {
+    if (!meta.p && key_is(k, "metadata", 8)) meta = v;
+    else if (!apiv->p && key_is(k, "apiVersion", 10)) *apiv = v;
+    else if (!kind->p && key_is(k, "kind", 4)) *kind = v;
+  }
+  if (!meta.p) return 0;
+  if (kl_json_type(meta) != 'o') {
+    *why = "metadata is not an object";
+    return KL_EINVAL;
+  }
+  p = meta.p + 1, end = meta.p + meta.n;
+  while (next_member(&p, end, &k, &v)) {
+    for (int i = 0; i < M_N; i++) {
+      if (!m[i].p && key_is(k, meta_keys[i], strlen(meta_keys[i]))) {
+        m[i] = v;
+        break;
+      }
     }
   }
-  kl_buf_addc(b, '\0');
-  return off;
+  for (int i = 0; i < M_N; i++) {
+    char t = kl_json_type(m[i]);
+    if (t == 'z') m[i] = (kl_span){0}; /* null reads as absent */
+    else if (m[i].p && t != 's') {
+      *why = "metadata.name, namespace, resourceVersion or uid is not a "
+             "string";
+      return KL_EINVAL;
+    }
+  }
+  return 0;
+}
+
+/* The unescaped length of the string span s (0 when absent), or -1 when
+ * it holds a bad escape. */
+static long str_len(kl_span s) {
+  if (!s.p) return 0;
+  if (!memchr(s.p + 1, '\\', s.n - 2)) return (long)s.n - 2;
+  kl_buf b = KL_BUF_INIT;
+  long n = kl_json_unescape(s, &b) == 0 ? (long)b.len : -1;
+  kl_buf_free(&b);
+  return n;
+}
+
+/* Writes the unescaped string span s (checked by str_len; "" when absent)
+ * and a NUL at dst. */
+static void put_str(char *dst, kl_span s, size_t len) {
+  if (!s.p) {
+    *dst = '\0';
+  } else if (len == s.n - 2) {
+    memcpy(dst, s.p + 1, len);
+    dst[len] = '\0';
+  } else {
+    kl_buf b = KL_BUF_INIT;
+    kl_json_unescape(s, &b);
+    memcpy(dst, b.data, len + 1);
+    kl_buf_free(&b);
+  }
 }
 
 int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
@@ -46,96 +128,98 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
   *out = NULL;
   if (err) *err = NULL;
 
-  /* Build the data area in a scratch buffer: compact JSON first. */
+  /* The compact JSON: the caller's bytes when it already compacted them,
+   * else one validating, compacting pass into a scratch buffer. */
   kl_buf b = KL_BUF_INIT;
-  kl_buf_reserve(&b, n + 128);
-  if (kl_json_compact(json, n, opts->drop, &b) != 0) {
-    kl_buf_free(&b);
-    return fail(err, KL_EJSON, "malformed JSON object");
+  kl_span top = {json, n};
+  if (!opts->compacted) {
+    if (kl_json_compact(json, n, opts->drop, &b) != 0) {
+      kl_buf_free(&b);
+      return fail(err, KL_EJSON, "malformed JSON object");
+    }
+    top = (kl_span){b.data, b.len};
   }
-  kl_span top = {b.data, b.len};
-  if (kl_json_type(top) != 'o') {
+  if (kl_json_type(top) != 'o' || top.n < 2) {
     kl_buf_free(&b);
     return fail(err, KL_EINVAL, "object is not a JSON object");
   }
+  kl_span apiv = {0}, kind = {0}, m[M_N] = {{0}};
+  const char *why = NULL;
+  if (scan_meta(top, &apiv, &kind, m, &why) != 0) {
+    kl_buf_free(&b);
+    return fail(err, KL_EINVAL, why);
+  }
   /* Items of typed lists lack apiVersion/kind: put them in front. */
-  if (opts->api_version || opts->kind) {
-    kl_span v;
-    kl_buf pre = KL_BUF_INIT;
-    if (opts->api_version && !kl_json_get(top, "apiVersion", &v)) {
-      kl_buf_adds(&pre, "\"apiVersion\":");
-      kl_json_quote(&pre, opts->api_version, strlen(opts->api_version));
-      kl_buf_addc(&pre, ',');
-    }
-    if (opts->kind && !kl_json_get(top, "kind", &v)) {
-      kl_buf_adds(&pre, "\"kind\":");
-      kl_json_quote(&pre, opts->kind, strlen(opts->kind));
-      kl_buf_addc(&pre, ',');
-    }
-    if (pre.len) {
-      if (b.len == 2) pre.len--; /* "{}": no trailing comma */
-      kl_buf nb = KL_BUF_INIT;
-      kl_buf_reserve(&nb, b.len + pre.len + 128);
-      kl_buf_addc(&nb, '{');
-      kl_buf_add(&nb, pre.data, pre.len);
-      kl_buf_add(&nb, b.data + 1, b.len - 1);
+  kl_buf pre = KL_BUF_INIT;
+  if (opts->api_version && !apiv.p) {
+    kl_buf_adds(&pre, "\"apiVersion\":");
+    kl_json_quote(&pre, opts->api_version, strlen(opts->api_version));
+    kl_buf_addc(&pre, ',');
+  }
+  if (opts->kind && !kind.p) {
+    kl_buf_adds(&pre, "\"kind\":");
+    kl_json_quote(&pre, opts->kind, strlen(opts->kind));
+    kl_buf_addc(&pre, ',');
+  }
+  if (pre.len && top.n == 2) pre.len--; /* "{}": no trailing comma */
+
+  /* One allocation: json NUL ns NUL name NUL rv NUL uid NUL key NUL. */
+  size_t len[M_N];
+  for (int i = 0; i < M_N; i++) {
+    long l = str_len(m[i]);
+    if (l < 0) {
       kl_buf_free(&b);
-      b = nb;
-      top.p = b.data, top.n = b.len;
+      kl_buf_free(&pre);
+      return fail(err, KL_EINVAL,
+                  "metadata.name, namespace, resourceVersion or uid is not a "
+                  "string");
     }
-    kl_buf_free(&pre);
+    len[i] = (size_t)l;
   }
-  size_t json_len = b.len;
-  kl_buf_addc(&b, '\0');
-
-  kl_span meta = {0};
-  kl_json_get((kl_span){b.data, json_len}, "metadata", &meta);
-  if (meta.p && kl_json_type(meta) != 'o') {
-    kl_buf_free(&b);
-    return fail(err, KL_EINVAL, "metadata is not an object");
+  size_t json_len = top.n + pre.len;
+  size_t cap = json_len + 1;
+  for (int i = 0; i < M_N; i++) cap += len[i] + 1;
+  cap += (len[M_NS] ? len[M_NS] + 1 : 0) + len[M_NAME] + 1;
+  kl_obj *o = kl_malloc(sizeof *o + cap);
+  char *d = o->data;
+  if (pre.len) {
+    d[0] = '{';
+    memcpy(d + 1, pre.data, pre.len);
+    memcpy(d + 1 + pre.len, top.p + 1, top.n - 1);
+  } else {
+    memcpy(d, top.p, top.n);
   }
-  /* The spans point into b, which grows below: copy them out first. */
-  kl_buf m = KL_BUF_INIT;
-  if (meta.p) kl_buf_add(&m, meta.p, meta.n);
-  else kl_buf_adds(&m, "{}");
-  meta.p = m.data, meta.n = m.len;
-
-  int bad = 0;
-  uint32_t ns = put_str(&b, meta, "namespace", &bad);
-  uint32_t name = put_str(&b, meta, "name", &bad);
-  uint32_t rv = put_str(&b, meta, "resourceVersion", &bad);
-  uint32_t uid = put_str(&b, meta, "uid", &bad);
-  kl_buf_free(&m);
-  if (bad) {
-    kl_buf_free(&b);
-    return fail(err, KL_EINVAL,
-                "metadata.name, namespace, resourceVersion or uid is not a "
-                "string");
+  d[json_len] = '\0';
+  kl_buf_free(&pre);
+  size_t off = json_len + 1;
+  uint32_t at[M_N];
+  for (int i = 0; i < M_N; i++) {
+    put_str(d + off, m[i], len[i]);
+    at[i] = (uint32_t)off;
+    off += len[i] + 1;
   }
-  if (b.data[name] == '\0' && !opts->allow_unnamed) {
-    kl_buf_free(&b);
+  kl_buf_free(&b);
+  if (d[at[M_NAME]] == '\0' && !opts->allow_unnamed) {
+    free(o);
     return fail(err, KL_EINVAL, "object has no metadata.name");
   }
-  uint32_t key = (uint32_t)b.len;
-  /* The key is copied from b itself: reserve first, so that no realloc
-   * moves the bytes being copied. */
-  size_t nslen = strlen(b.data + ns), namelen = strlen(b.data + name);
-  kl_buf_reserve(&b, nslen + namelen + 2);
+  /* The key; a name or namespace with an escaped NUL ends at the NUL, as
+   * the C strings do. */
+  size_t nslen = strlen(d + at[M_NS]), namelen = strlen(d + at[M_NAME]);
+  uint32_t key = (uint32_t)off;
   if (nslen) {
-    kl_buf_add(&b, b.data + ns, nslen);
-    kl_buf_addc(&b, '/');
+    memcpy(d + off, d + at[M_NS], nslen);
+    d[off + nslen] = '/';
+    off += nslen + 1;
   }
-  kl_buf_add(&b, b.data + name, namelen);
-  kl_buf_addc(&b, '\0');
+  memcpy(d + off, d + at[M_NAME], namelen + 1);
 
-  kl_obj *o = kl_malloc(sizeof *o + b.len);
   atomic_init(&o->refs, 1);
   o->json_len = (uint32_t)json_len;
   o->serial = atomic_fetch_add(&next_serial, 1);
-  o->key = key, o->ns = ns, o->name = name, o->rv = rv, o->uid = uid;
-  o->size = sizeof *o + b.len;
-  memcpy(o->data, b.data, b.len);
-  kl_buf_free(&b);
+  o->key = key, o->ns = at[M_NS], o->name = at[M_NAME], o->rv = at[M_RV],
+  o->uid = at[M_UID];
+  o->size = sizeof *o + cap;
   *out = o;
   return 0;
 }

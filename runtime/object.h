@@ -27,6 +27,12 @@ typedef struct kl_obj_opts {
   const char *kind;
   /* accept an object without metadata.name (e.g. a BOOKMARK's object) */
   bool allow_unnamed;
+  /* the JSON is already the output of kl_json_compact / kl_json_compact_
+   * value with these drop paths (so valid and compact): it is copied as is,
+   * not scanned again. Set it ONLY on bytes that such a call produced (the
+   * watch decoder does); on anything else the object's contents are
+   * undefined (memory stays safe). */
+  bool compacted;
 } kl_obj_opts;
 
 /* The default ingest transform: drop metadata.managedFields. */

@@ -28,6 +28,7 @@ struct kl_watch_decoder {
   size_t max_event;
   kl_obj_opts opts;
   char *api_version, *kind;
+  kl_buf obj;      /* the current event's object, compacted */
   int err;
   char *errmsg;
 };
@@ -56,6 +57,7 @@ kl_watch_decoder *kl_watch_decoder_new(const kl_obj_opts *opts,
 void kl_watch_decoder_free(kl_watch_decoder *d) {
   if (!d) return;
   kl_buf_free(&d->buf);
+  kl_buf_free(&d->obj);
   free(d->api_version);
   free(d->kind);
   free(d->errmsg);
@@ -116,13 +118,56 @@ static void short_str(kl_span s, char *out, size_t cap) {
   kl_buf_free(&b);
 }
 
-/* Decodes one complete event [p, p+n). */
+/* Decodes one complete event [p, p+n) (it starts with '{' and ends with
+ * the '}' that closes it). One validating pass over the envelope: every
+ * member is checked, and the "object" member is validated and compacted
+ * (managedFields dropped) into d->obj in the same pass, so kl_obj_new
+ * takes those bytes as they are. */
 static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
                         kl_watch_event *ev) {
-  if (kl_json_validate(p, n) != 0)
+  const char *q = p + 1, *end = p + n;
+  kl_span type = {0}, object = {0};
+  bool compacted = false;
+  d->obj.len = 0;
+  for (bool first = true;; first = false) {
+    while (q < end && is_ws(*q)) q++;
+    if (first && q < end && *q == '}') break;
+    const char *ks = q, *after;
+    if (q >= end || *q != '"' || kl_json_skip(q, end, &after) != 0) goto bad;
+    kl_span key = {ks, (size_t)(after - ks)};
+    q = after;
+    while (q < end && is_ws(*q)) q++;
+    if (q >= end || *q != ':') goto bad;
+    q++;
+    while (q < end && is_ws(*q)) q++;
+    if (!object.p && kl_json_streq(key, "object")) {
+      if (q < end && *q == '{') {
+        if (kl_json_compact_value(q, end, d->opts.drop, &d->obj, &after) != 0)
+          goto bad;
+        compacted = true;
+      } else if (kl_json_skip(q, end, &after) != 0) {
+        goto bad;
+      }
+      object = (kl_span){q, (size_t)(after - q)};
+    } else {
+      if (kl_json_skip(q, end, &after) != 0) goto bad;
+      if (!type.p && kl_json_streq(key, "type"))
+        type = (kl_span){q, (size_t)(after - q)};
+    }
+    q = after;
+    while (q < end && is_ws(*q)) q++;
+    if (q < end && *q == ',') {
+      q++;
+      continue;
+    }
+    if (q < end && *q == '}') break;
+    goto bad;
+  }
+  if (q + 1 != end) {
+  bad:
     return fail(d, KL_EJSON, "malformed JSON in watch event (%zu bytes)", n);
-  kl_span top = {p, n}, type, object;
-  if (!kl_json_get(top, "type", &type))
+  }
+  if (!type.p)
     return fail(d, KL_EPROTO, "watch event has no \"type\" (%zu bytes)", n);
   if (kl_json_type(type) != 's')
     return fail(d, KL_EPROTO, "watch event \"type\" is not a string");
@@ -134,7 +179,7 @@ static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
     short_str(type, s, sizeof s);
     return fail(d, KL_EPROTO, "unknown watch event type \"%s\"", s);
   }
-  if (!kl_json_get(top, "object", &object) || kl_json_type(object) != 'o')
+  if (!object.p || kl_json_type(object) != 'o')
     return fail(d, KL_EPROTO,
                 "watch %s event has no \"object\" (or it is not a JSON "
                 "object; %zu bytes)",
@@ -153,8 +198,9 @@ static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
   }
   kl_obj_opts o = d->opts;
   if (t == KL_WATCH_BOOKMARK) o.allow_unnamed = true;
+  o.compacted = compacted; /* validated and compacted above */
   char *e = NULL;
-  int rc = kl_obj_new(object.p, object.n, &o, &ev->obj, &e);
+  int rc = kl_obj_new(d->obj.data, d->obj.len, &o, &ev->obj, &e);
   if (rc != 0) {
     char kind[80] = "(none)";
     kl_span k;
@@ -200,6 +246,10 @@ int kl_watch_decoder_next(kl_watch_decoder *d, kl_watch_event *ev) {
 
   size_t i = d->scan, end = 0;
   for (; i < len; i++) {
+    if (d->in_str && !d->esc) {
+      i = (size_t)(kl_json_plain_run(b + i, b + len) - b);
+      if (i == len) break;
+    }
     char c = b[i];
     if (d->in_str) {
       if (d->esc) {
