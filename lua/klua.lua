@@ -36,6 +36,10 @@
 --                                         fields a table or nil
 --   b.now() -> seconds since the epoch (a number, may have a fraction)
 --   b.getenv(name) -> string | nil        optional; default os.getenv
+--   b.metric(type, name, help, label_names, buckets) -> metric | nil, err
+--       optional (klua.metrics): type "counter"|"gauge"|"histogram"; help a
+--       string; label_names and buckets arrays or nil. Default: klua_core's
+--       process-wide registry (a Lua one without the C module).
 --
 -- Registry (read by the runtime after the script has loaded and
 -- klua._seal() returned; see docs/lua-api.md "Registry"):
@@ -869,5 +873,6 @@ M.selector = require("klua.selector")
 M.meta = require("klua.meta")
 M.conditions = require("klua.conditions")
 M.finalizers = require("klua.finalizers")
+M.metrics = require("klua.metrics")
 
 return M

@@ -14,7 +14,8 @@
 -- env:object), caches filled from it (env:add/set/remove change both; writes
 -- made by the script reach the caches only on env:sync(), as an informer
 -- would deliver them later), a recording client (env.client.calls), events
--- (env.events), logs (env.logs), a settable clock (env:advance) and
+-- (env.events), logs (env.logs), the script's metrics (env.metrics, a
+-- registry of its own: env.metrics:value(name, labels)), a settable clock (env:advance) and
 -- environment variables for klua.getenv (opts.env). Reference:
 -- docs/lua-api.md, "Testing your controller".
 local T = {}
@@ -25,7 +26,7 @@ local fmt, concat, sort = string.format, table.concat, table.sort
 
 -- Modules loaded afresh for each environment (the rest are stateless).
 local MODULES = { "klua", "klua.selector", "klua.deepcopy", "klua.log", "klua.meta",
-                  "klua.conditions", "klua.finalizers" }
+                  "klua.conditions", "klua.finalizers", "klua.metrics" }
 
 local function fresh_klua()
   local saved = {}
@@ -731,6 +732,9 @@ local function make_backend(env)
     end
   end
   function b.now() return env.clock end
+  function b.metric(mtype, name, help, labels, buckets)
+    return env.metrics:define(mtype, name, help, labels, buckets)
+  end
   function b.getenv(name)
     local v = env.vars[name]
     if v == nil and env.inherit_env then return os.getenv(name) end
@@ -755,6 +759,7 @@ function T.new(opts)
     klua = k, modules = mods,
     client = { calls = {} },
     events = {}, logs = {},
+    metrics = mods["klua.metrics"].new_registry(),
     clock = opts.now or 1700000000,
     vars = opts.env or {}, inherit_env = opts.inherit_env, verbose = opts.verbose,
     server = {}, caches = {}, failures = {},
@@ -972,11 +977,13 @@ function Env:calls(verb)
   return out
 end
 
--- env:clear() forgets the recorded calls, events and logs.
+-- env:clear() forgets the recorded calls, events, logs and metric values
+-- (the metrics stay defined).
 function Env:clear()
   self.client.calls = {}
   self.events = {}
   self.logs = {}
+  self.metrics:reset()
 end
 
 function Env:now() return self.clock end
