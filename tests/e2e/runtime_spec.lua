@@ -147,6 +147,29 @@ local function ns(name)
   assert(code == 201 or code == 409, "namespace " .. name .. ": " .. tostring(code))
 end
 
+local function now()
+  local p = io.popen("date +%s.%N")
+  local t = tonumber(p:read("*l"))
+  p:close()
+  return t
+end
+
+local function http_get(u)
+  local p = io.popen("curl -sS --max-time 5 " .. q(u) .. " 2>&1")
+  local body = p:read("*a")
+  p:close()
+  return body
+end
+
+-- The value of one series in a Prometheus text exposition (nil if absent).
+local function metric(text, series)
+  for line in text:gmatch("[^\n]+") do
+    if line:sub(1, #series + 1) == series .. " " then
+      return tonumber(line:sub(#series + 2))
+    end
+  end
+end
+
 describe("klua run", function()
   setup(function()
     local p = io.popen("mktemp -d")
@@ -383,5 +406,192 @@ klua.controller({
     local out = read(log) or ""
     assert.truthy(out:find("received SIGTERM"), out)
     assert.truthy(out:find("stopped"), out)
+  end)
+  it("serves /metrics (workqueue, informer, reconcile families) and /healthz with the workers check", function()
+    ns("t-metrics")
+    local c = run("metrics", PRELUDE .. [[
+klua.controller({
+  name = "measured",
+  watch = { api_version = "v1", kind = "ConfigMap", namespace = "t-metrics", label_selector = "role=src" },
+  reconcile = function(req) end,
+})
+]], "--workers 2 --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0")
+    finally(function() c:stop() end)
+    local mport = eventually(function() return c:output():match("serving metrics on 127%.0%.0%.1:(%d+)") end,
+      "the metrics address log line")
+    local hport = eventually(function() return c:output():match("serving health probes on 127%.0%.0%.1:(%d+)") end,
+      "the probe address log line")
+    assert.are_not.equal("0", mport)
+    for i = 1, 3 do create_cm("t-metrics", "m" .. i, { role = "src" }) end
+    local base = "http://127.0.0.1:" .. mport .. "/metrics"
+    local text = eventually(function()
+      local t = http_get(base)
+      local n = metric(t, 'controller_runtime_reconcile_total{controller="measured",result="success"}')
+      return n and n >= 3 and t
+    end, "3 successful reconciles in /metrics")
+    local inf = 'resource="v1/configmaps namespace=t-metrics labelSelector=role=src"'
+    assert.equal(3, metric(text, "klua_informer_objects{" .. inf .. "}"))
+    assert.truthy(metric(text, 'klua_informer_events_total{' .. inf .. ',type="ADDED"}') >= 0)
+    assert.equal(0, metric(text, "klua_informer_relists_total{" .. inf .. "}"))
+    assert.truthy(metric(text, 'workqueue_adds_total{name="measured"}') >= 3)
+    assert.equal(0, metric(text, 'workqueue_depth{name="measured"}'))
+    assert.truthy(metric(text, 'workqueue_queue_duration_seconds_count{name="measured"}') >= 3)
+    assert.truthy(metric(text, 'workqueue_queue_duration_seconds_bucket{name="measured",le="+Inf"}') >= 3)
+    assert.truthy(metric(text, 'workqueue_work_duration_seconds_count{name="measured"}') >= 3)
+    assert.equal(2, metric(text, 'controller_runtime_max_concurrent_reconciles{controller="measured"}'))
+    assert.equal(0, metric(text, 'controller_runtime_active_workers{controller="measured"}'))
+    assert.truthy(metric(text, 'controller_runtime_reconcile_time_seconds_count{controller="measured"}') >= 3)
+    local health = http_get("http://127.0.0.1:" .. hport .. "/healthz?verbose")
+    assert.truthy(health:find("[+]workers ok", 1, true), health)
+    assert.equal("ok", http_get("http://127.0.0.1:" .. hport .. "/healthz/workers"))
+    assert.is_true(c:stop())
+  end)
+
+  it("klua.event goes through the recorder: a repeated event is one Event whose count grows", function()
+    ns("t-events")
+    local c = run("events", PRELUDE .. [[
+klua.controller({
+  name = "eventer",
+  watch = { api_version = "v1", kind = "ConfigMap", namespace = "t-events", label_selector = "role=src" },
+  reconcile = function(req)
+    local o = klua.cache("v1", "ConfigMap"):get(req.namespace, req.name)
+    if not o then return end
+    for _ = 1, 3 do klua.event(o, "Normal", "Synced", "synced " .. req.name) end
+  end,
+})
+]])
+    finally(function() c:stop() end)
+    create_cm("t-events", "a", { role = "src" })
+    local ev = eventually(function()
+      local code, list = request("GET", "/api/v1/namespaces/t-events/events")
+      if code ~= 200 or #list.items ~= 1 then return nil, #(list.items or {}) end
+      local e = list.items[1]
+      return e.count == 3 and e
+    end, "one Event with count 3")
+    assert.equal("Synced", ev.reason)
+    assert.equal("synced a", ev.message)
+    assert.equal("a", ev.involvedObject.name)
+    assert.equal("ConfigMap", ev.involvedObject.kind)
+    assert.is_true(c:stop())
+  end)
+
+  it("--watch-list fills the cache with a streaming list", function()
+    ns("t-wlist")
+    create_cm("t-wlist", "pre", { role = "src" })
+    local c = run("wlist", PRELUDE .. [[
+klua.controller({
+  name = "streamer",
+  watch = { api_version = "v1", kind = "ConfigMap", namespace = "t-wlist", label_selector = "role=src" },
+  reconcile = function(req) bump("t-wlist", "seen-" .. req.name) end,
+})
+]], "--watch-list -v 1")
+    finally(function() c:stop() end)
+    eventually(function() return counter("t-wlist", "seen-pre") >= 1 end, "the existing object reconciled")
+    create_cm("t-wlist", "post", { role = "src" })
+    eventually(function() return counter("t-wlist", "seen-post") >= 1 end, "a new object reconciled")
+    assert.truthy(c:output():find("streaming list: 1 objects", 1, true), c:output())
+    assert.is_true(c:stop())
+  end)
+
+  it("exits promptly after SIGTERM when idle", function()
+    ns("t-exit")
+    local script, log = dir .. "/exit.lua", dir .. "/exit.log"
+    write(script, PRELUDE .. [[
+klua.controller({
+  name = "idle",
+  watch = { api_version = "v1", kind = "ConfigMap", namespace = "t-exit" },
+  owns = { { api_version = "v1", kind = "Secret", namespace = "t-exit" } },
+  on_add = function(obj) end,
+  reconcile = function(req) end,
+})
+]])
+    local pidf, rcf = dir .. "/exit.pid", dir .. "/exit.rc"
+    spawn(q(KLUA) .. " run " .. q(script) .. " --kubeconfig " .. q(kubeconfig) ..
+      " --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0 >" .. q(log) ..
+      " 2>&1 & echo $! >" .. q(pidf) .. "; wait $!; echo $? >" .. q(rcf), dir .. "/exit.wrap")
+    local pid = eventually(function() return tonumber(read(pidf) or "") end, "the pid")
+    finally(function() stop(pid) end)
+    eventually(function() return (read(log) or ""):find("running ") end, "the controller running")
+    create_cm("t-exit", "a")
+    sleep(0.3)
+    local t0 = now()
+    sh("kill -TERM " .. pid)
+    local rc
+    for _ = 1, 500 do
+      rc = tonumber(read(rcf) or "")
+      if rc then break end
+      sh("sleep 0.01")
+    end
+    local took = now() - t0
+    print(string.format("# klua run exited %.3f s after SIGTERM", took))
+    assert.equal(0, rc)
+    assert.truthy(took < 5, "exit took " .. took .. " s")
+  end)
+
+  it("--help lists every flag, and docs/running.md documents each", function()
+    local docs = read(ROOT .. "/docs/running.md")
+    for _, sub in ipairs({ "run", "dev" }) do
+      local p = io.popen(q(KLUA) .. " " .. sub .. " --help 2>&1; echo \"rc=$?\"")
+      local out = p:read("*a")
+      p:close()
+      assert.truthy(out:find("rc=0"), out)
+      local flags = {}
+      for f in out:gmatch("(%-%-[%w][%w%-]*)") do flags[f] = true end
+      local want = sub == "run" and { "--kubeconfig", "--context", "--namespace", "--workers", "--budget",
+        "--shutdown-timeout", "--sync-timeout", "--reload", "--jit", "--watch-list", "--log-format",
+        "--leader-elect", "--leader-election-id", "--leader-election-namespace", "--metrics-bind-address",
+        "--health-probe-bind-address", "--help" }
+        or { "--seed", "--listen", "--kubeconfig-out", "--namespace", "--workers", "--budget",
+        "--shutdown-timeout", "--sync-timeout", "--jit", "--watch-list", "--log-format",
+        "--metrics-bind-address", "--health-probe-bind-address", "--help" }
+      for _, f in ipairs(want) do assert.truthy(flags[f], sub .. " --help lacks " .. f) end
+      for f in pairs(flags) do
+        assert.truthy(docs:find("`" .. f, 1, true), "docs/running.md does not document " .. sub .. " " .. f)
+      end
+    end
+  end)
+  it("klua dev waits for a watched kind whose CRD is applied after it started", function()
+    local script, log = dir .. "/devcrd.lua", dir .. "/devcrd.log"
+    write(script, [[
+local klua = require("klua")
+klua.controller({
+  name = "widgets",
+  watch = { api_version = "test.klua.dev/v1", kind = "Widget" },
+  reconcile = function(req)
+    local _, e = klua.create({ apiVersion = "v1", kind = "ConfigMap",
+      metadata = { name = req.name .. "-seen", namespace = req.namespace } })
+    if e and not klua.is_already_exists(e) then error(tostring(e)) end
+  end,
+})
+]])
+    local pid = spawn("exec " .. q(KLUA) .. " dev " .. q(script), log)
+    finally(function() stop(pid) end)
+    local devurl = eventually(function()
+      return (read(log) or ""):match("API server listening on (http://[%d%.:]+)")
+    end, "the dev API server")
+    eventually(function() return (read(log) or ""):find("waiting for resource test.klua.dev/v1 Widget to be served", 1, true) end,
+      "the waiting log line")
+    sleep(0.5)
+    assert.is_true(alive(pid), read(log))
+    local saved = url
+    url = devurl
+    local ok, err = pcall(function()
+      local code, body = request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+        apiVersion = "apiextensions.k8s.io/v1", kind = "CustomResourceDefinition",
+        metadata = { name = "widgets.test.klua.dev" },
+        spec = { group = "test.klua.dev", scope = "Namespaced",
+          names = { plural = "widgets", singular = "widget", kind = "Widget", listKind = "WidgetList" },
+          versions = { { name = "v1", served = true, storage = true,
+            schema = { openAPIV3Schema = { type = "object", ["x-kubernetes-preserve-unknown-fields"] = true } } } } } })
+      assert.equal(201, code, json.encode(body))
+      eventually(function() return (read(log) or ""):find("running .*devcrd%.lua") end, "the controller running")
+      code, body = request("POST", "/apis/test.klua.dev/v1/namespaces/default/widgets",
+        { apiVersion = "test.klua.dev/v1", kind = "Widget", metadata = { name = "w1", namespace = "default" } })
+      assert.equal(201, code, json.encode(body))
+      eventually(function() return get_cm("default", "w1-seen") end, "the Widget reconciled")
+    end)
+    url = saved
+    assert(ok, err)
+    assert.is_true(stop(pid))
   end)
 end)
