@@ -93,6 +93,7 @@ struct kl_apiserver {
   size_t cap;
   uint64_t hrv;      /* newest published RV (under hmu) */
   uint64_t hist_min; /* oldest RV a watch/continue may start from */
+  uint64_t close_gen; /* bumped by kl_as_close_watches (under hmu) */
   bool stopping;
 
   pthread_t gct;
@@ -185,23 +186,48 @@ static char *details_nk(const char *name, const char *kind) {
   return kl_buf_detach(&b, NULL);
 }
 
-static void st_notfound(kl_as_result *r, const char *plural,
+/* kube-apiserver names a resource by its qualified name in messages
+ * ("deployments.apps", "widgets.test.example.com"; core: "configmaps") and
+ * puts the group into details: {"name":N,"group":G,"kind":plural}. */
+static char *qualified(const kl_as_resource *res) {
+  return res->group[0] ? kl_sprintf("%s.%s", res->plural, res->group)
+                       : kl_strdup(res->plural);
+}
+
+static char *details_res(const char *name, const kl_as_resource *res) {
+  if (!res->group[0]) return details_nk(name, res->plural);
+  kl_buf b = KL_BUF_INIT;
+  kl_buf_adds(&b, "{\"name\":");
+  add_q(&b, name);
+  kl_buf_adds(&b, ",\"group\":");
+  add_q(&b, res->group);
+  kl_buf_adds(&b, ",\"kind\":");
+  add_q(&b, res->plural);
+  kl_buf_addc(&b, '}');
+  return kl_buf_detach(&b, NULL);
+}
+
+static void st_notfound(kl_as_result *r, const kl_as_resource *res,
                         const char *name) {
-  char *msg = kl_sprintf("%s \"%s\" not found", plural, name);
-  char *d = details_nk(name, plural);
+  char *q = qualified(res);
+  char *msg = kl_sprintf("%s \"%s\" not found", q, name);
+  char *d = details_res(name, res);
   kl_as_status(r, 404, "NotFound", msg, d);
+  free(q);
   free(msg);
   free(d);
 }
 
-static void st_conflict(kl_as_result *r, const char *plural,
+static void st_conflict(kl_as_result *r, const kl_as_resource *res,
                         const char *name) {
+  char *q = qualified(res);
   char *msg = kl_sprintf("Operation cannot be fulfilled on %s \"%s\": the "
                          "object has been modified; please apply your "
                          "changes to the latest version and try again",
-                         plural, name);
-  char *d = details_nk(name, plural);
+                         q, name);
+  char *d = details_res(name, res);
   kl_as_status(r, 409, "Conflict", msg, d);
+  free(q);
   free(msg);
   free(d);
 }
@@ -564,6 +590,9 @@ static void res_free(kl_as_resource *r) {
   for (char **p = r->fields; p && *p; p++) free(*p);
   free(r->fields);
   free(r->crd_name);
+  free(r->scale_spec);
+  free(r->scale_status);
+  free(r->scale_selector);
   if (r->store) store_free(r->store);
   free(r);
 }
@@ -762,6 +791,19 @@ static void crd_register(kl_apiserver *s, const cJSON *crd) {
     const cJSON *sub = cJSON_GetObjectItemCaseSensitive(v, "subresources");
     if (!sub) sub = cJSON_GetObjectItemCaseSensitive(spec, "subresources");
     r->has_status = cJSON_GetObjectItemCaseSensitive(sub, "status") != NULL;
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(sub, "scale");
+    const char *sp = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(sc, "specReplicasPath"));
+    const char *stp = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(sc, "statusReplicasPath"));
+    const char *lp = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(sc, "labelSelectorPath"));
+    if (sp && stp) {
+      r->has_scale = true;
+      r->scale_spec = kl_strdup(sp);
+      r->scale_status = kl_strdup(stp);
+      r->scale_selector = lp ? kl_strdup(lp) : NULL;
+    }
     r->has_generation = true;
     r->custom = true;
     r->crd_name = kl_strdup(md_str((cJSON *)crd, "name"));
@@ -792,7 +834,7 @@ static int check_namespace(kl_apiserver *s, kl_as_resource *res,
                            kl_as_result *r) {
   kl_obj *nso = sget(ns_res(s), ns);
   if (!nso) {
-    st_notfound(r, "namespaces", ns);
+    st_notfound(r, ns_res(s), ns);
     return -1;
   }
   kl_span v;
@@ -919,9 +961,11 @@ static void create_locked(kl_apiserver *s, kl_as_resource *res,
   if (res->namespaced && check_namespace(s, res, ns, name, r)) goto out;
   char *key = res->namespaced ? kl_meta_key(ns, name) : kl_strdup(name);
   if (sget(res, key)) {
-    char *msg = kl_sprintf("%s \"%s\" already exists", res->plural, name);
-    char *d = details_nk(name, res->plural);
+    char *q = qualified(res);
+    char *msg = kl_sprintf("%s \"%s\" already exists", q, name);
+    char *d = details_res(name, res);
     kl_as_status(r, 409, "AlreadyExists", msg, d);
+    free(q);
     free(msg);
     free(d);
     free(key);
@@ -1178,7 +1222,7 @@ void kl_as_delete(kl_apiserver *s, kl_as_resource *res, const char *ns,
   pthread_rwlock_wrlock(&s->mu);
   kl_obj *cur = sget(res, key);
   if (!cur) {
-    st_notfound(r, res->plural, name);
+    st_notfound(r, res, name);
     goto out;
   }
   const cJSON *pre = cJSON_GetObjectItemCaseSensitive(delopts, "preconditions");
@@ -1664,19 +1708,264 @@ out:
   filter_free(&f);
 }
 
+/* ---- the scale subresource --------------------------------------------- */
+
+static bool is_scale(const char *sub) { return sub && !strcmp(sub, "scale"); }
+
+/* The node at a ".a.b" path in o (borrowed), or NULL. */
+static cJSON *path_get(const cJSON *o, const char *path) {
+  char *p = kl_strdup(path ? path : "");
+  cJSON *cur = (cJSON *)o;
+  for (char *save = NULL, *t = strtok_r(p, ".", &save); t && cur;
+       t = strtok_r(NULL, ".", &save))
+    cur = cJSON_IsObject(cur) ? cJSON_GetObjectItemCaseSensitive(cur, t)
+                              : NULL;
+  free(p);
+  return cur;
+}
+
+/* Sets the number at a ".a.b" path in o, creating (or replacing non-object)
+ * intermediate objects. */
+static void path_set_num(cJSON *o, const char *path, double v) {
+  char *p = kl_strdup(path);
+  cJSON *cur = o;
+  char *save = NULL, *t = strtok_r(p, ".", &save);
+  while (t) {
+    char *next = strtok_r(NULL, ".", &save);
+    if (!next) {
+      set_num(cur, t, v);
+      break;
+    }
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(cur, t);
+    if (!cJSON_IsObject(c)) {
+      cJSON_DeleteItemFromObjectCaseSensitive(cur, t);
+      c = cJSON_AddObjectToObject(cur, t);
+    }
+    cur = c;
+    t = next;
+  }
+  free(p);
+}
+
+static int cmp_str(const void *x, const void *y) {
+  return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* A metav1.LabelSelector in its string form, as labels.Selector.String()
+ * prints it: requirements sorted by key, values sorted ("app=web",
+ * "tier in (a,b)", "x", "!y"). */
+static void selector_string(const cJSON *sel, kl_buf *out) {
+  char **req = NULL;
+  size_t n = 0, cap = 0;
+  const cJSON *e;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(sel, "matchLabels")) {
+    if (!cJSON_IsString(e)) continue;
+    if (n == cap) req = kl_realloc(req, (cap = cap ? 2 * cap : 8) * sizeof *req);
+    req[n++] = kl_sprintf("%s=%s", e->string, e->valuestring);
+  }
+  cJSON_ArrayForEach(e,
+                     cJSON_GetObjectItemCaseSensitive(sel, "matchExpressions")) {
+    const char *k =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "key"));
+    const char *op =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "operator"));
+    if (!k || !op) continue;
+    char *r;
+    if (!strcmp(op, "Exists")) {
+      r = kl_strdup(k);
+    } else if (!strcmp(op, "DoesNotExist")) {
+      r = kl_sprintf("!%s", k);
+    } else if (!strcmp(op, "In") || !strcmp(op, "NotIn")) {
+      const cJSON *vs = cJSON_GetObjectItemCaseSensitive(e, "values");
+      size_t nv = 0;
+      char **v = kl_calloc((size_t)cJSON_GetArraySize(vs) + 1, sizeof *v);
+      const cJSON *x;
+      cJSON_ArrayForEach(x, vs) if (cJSON_IsString(x)) v[nv++] = x->valuestring;
+      qsort(v, nv, sizeof *v, cmp_str);
+      kl_buf b = KL_BUF_INIT;
+      kl_buf_addf(&b, "%s %s (", k, strcmp(op, "In") ? "notin" : "in");
+      for (size_t i = 0; i < nv; i++)
+        if (!i || strcmp(v[i], v[i - 1]))
+          kl_buf_addf(&b, "%s%s", i ? "," : "", v[i]);
+      kl_buf_addc(&b, ')');
+      free(v);
+      r = kl_buf_detach(&b, NULL);
+    } else {
+      continue;
+    }
+    if (n == cap) req = kl_realloc(req, (cap = cap ? 2 * cap : 8) * sizeof *req);
+    req[n++] = r;
+  }
+  qsort(req, n, sizeof *req, cmp_str);
+  for (size_t i = 0; i < n; i++) {
+    if (i) kl_buf_addc(out, ',');
+    kl_buf_adds(out, req[i]);
+    free(req[i]);
+  }
+  free(req);
+}
+
+static long replicas_at(const cJSON *o, const char *path) {
+  const cJSON *v = path_get(o, path);
+  return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
+}
+
+/* Fills r (200) with the autoscaling/v1 Scale of the parent obj, in the
+ * field order and omitempty rules of kube-apiserver (spec.replicas is
+ * omitted when 0, status.replicas never; status.selector when empty). */
+static void emit_scale(kl_as_result *r, const kl_as_resource *res,
+                       const cJSON *obj) {
+  kl_buf *b = &r->body;
+  r->code = 200;
+  r->body.len = 0;
+  kl_buf_adds(b, "{\"kind\":\"Scale\",\"apiVersion\":\"autoscaling/v1\","
+                 "\"metadata\":{");
+  static const char *const mk[] = {"name", "namespace", "uid",
+                                   "resourceVersion", "creationTimestamp",
+                                   NULL};
+  bool first = true;
+  for (int i = 0; mk[i]; i++) {
+    const char *v = md_str((cJSON *)obj, mk[i]);
+    if (!v || !v[0]) continue;
+    kl_buf_addf(b, "%s\"%s\":", first ? "" : ",", mk[i]);
+    add_q(b, v);
+    first = false;
+  }
+  kl_buf_adds(b, "},\"spec\":{");
+  long spec = replicas_at(obj, res->scale_spec);
+  if (spec) kl_buf_addf(b, "\"replicas\":%ld", spec);
+  kl_buf_addf(b, "},\"status\":{\"replicas\":%ld",
+              replicas_at(obj, res->scale_status));
+  kl_buf sel = KL_BUF_INIT;
+  if (res->scale_selector) {
+    const char *v = cJSON_GetStringValue(path_get(obj, res->scale_selector));
+    if (v) kl_buf_adds(&sel, v);
+  } else {
+    selector_string(
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(obj, "spec"), "selector"),
+        &sel);
+  }
+  if (sel.len) {
+    kl_buf_adds(b, ",\"selector\":");
+    kl_json_quote(b, sel.data, sel.len);
+  }
+  kl_buf_free(&sel);
+  kl_buf_adds(b, "}}");
+}
+
+static void update_locked(kl_apiserver *s, kl_as_resource *res,
+                          const char *name, const char *sub, kl_obj *cur,
+                          cJSON *nobj, bool is_put, bool mf_done,
+                          const kl_as_opts *o, kl_as_result *r);
+
+/* Writes the replicas of a Scale (NEW tree, consumed) to the parent cur and
+ * answers the resulting Scale (under the write lock). */
+static void scale_write_locked(kl_apiserver *s, kl_as_resource *res,
+                               const char *name, kl_obj *cur, cJSON *scale,
+                               const kl_as_opts *o, kl_as_result *r) {
+  cJSON *parent = NULL;
+  if (!cJSON_IsObject(scale)) {
+    st_bad(r, "the object provided is not a JSON object");
+    goto out;
+  }
+  const char *kind =
+      cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(scale, "kind"));
+  if (kind && kind[0] && strcmp(kind, "Scale")) {
+    char *m = kl_sprintf("%s in version \"v1\" cannot be handled as a Scale: "
+                         "converting (%s) to (Scale): unknown conversion",
+                         kind, kind);
+    st_bad(r, m);
+    free(m);
+    goto out;
+  }
+  const char *bname = md_str(scale, "name");
+  if (bname && bname[0] && strcmp(bname, name)) {
+    char *m = kl_sprintf("the name of the object (%s) does not match the name "
+                         "on the URL (%s)", bname, name);
+    st_bad(r, m);
+    free(m);
+    goto out;
+  }
+  const char *brv = md_str(scale, "resourceVersion");
+  if (brv && brv[0] && strcmp(brv, kl_obj_resource_version(cur))) {
+    st_conflict(r, res, name);
+    goto out;
+  }
+  const cJSON *rep = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetObjectItemCaseSensitive(scale, "spec"), "replicas");
+  double want = cJSON_IsNumber(rep) ? rep->valuedouble : 0;
+  if ((rep && !cJSON_IsNumber(rep) && !cJSON_IsNull(rep)) ||
+      want != (double)(long)want || want > 2147483647.0) {
+    st_bad(r, "Scale in version \"v1\" cannot be handled as a Scale: "
+              "spec.replicas: expected an int32");
+    goto out;
+  }
+  if (want < 0) {
+    char *v = kl_sprintf("%ld", (long)want);
+    char *m = kl_sprintf("Scale.autoscaling \"%s\" is invalid: spec.replicas: "
+                         "Invalid value: %s: must be greater than or equal "
+                         "to 0", name, v);
+    kl_buf d = KL_BUF_INIT;
+    kl_buf_adds(&d, "{\"name\":");
+    add_q(&d, name);
+    kl_buf_adds(&d, ",\"group\":\"autoscaling\",\"kind\":\"Scale\","
+                    "\"causes\":[{\"reason\":\"FieldValueInvalid\","
+                    "\"message\":");
+    char *cm = kl_sprintf("Invalid value: %s: must be greater than or equal "
+                          "to 0", v);
+    add_q(&d, cm);
+    kl_buf_adds(&d, ",\"field\":\"spec.replicas\"}]}");
+    kl_as_status(r, 422, "Invalid", m, d.data);
+    kl_buf_free(&d);
+    free(cm);
+    free(m);
+    free(v);
+    goto out;
+  }
+  parent = parse_obj(cur);
+  path_set_num(parent, res->scale_spec, want);
+  kl_as_opts oo;
+  if (o) oo = *o;
+  else memset(&oo, 0, sizeof oo);
+  oo.output = KL_AS_OUT_FULL;
+  kl_as_result pr = KL_AS_RESULT_INIT;
+  update_locked(s, res, name, NULL, cur, parent, false, false, &oo, &pr);
+  parent = NULL; /* consumed */
+  if (pr.code != 200) {
+    kl_as_result_free(r);
+    *r = pr;
+    goto out;
+  }
+  cJSON *now = cJSON_ParseWithLength(pr.body.data, pr.body.len);
+  if (!now) abort();
+  emit_scale(r, res, now);
+  cJSON_Delete(now);
+  kl_as_result_free(&pr);
+out:
+  cJSON_Delete(parent);
+  cJSON_Delete(scale);
+}
+
 /* ---- get --------------------------------------------------------------- */
 
 void kl_as_get(kl_apiserver *s, kl_as_resource *res, const char *ns,
                const char *name, const char *sub, const kl_as_opts *o,
                kl_as_result *r) {
-  (void)sub;
   char *key = res->namespaced ? kl_meta_key(ns, name) : kl_strdup(name);
   pthread_rwlock_rdlock(&s->mu);
   kl_obj *obj = kl_obj_ref(sget(res, key));
   pthread_rwlock_unlock(&s->mu);
   free(key);
   if (!obj) {
-    st_notfound(r, res->plural, name);
+    st_notfound(r, res, name);
+    return;
+  }
+  if (is_scale(sub)) {
+    cJSON *t = parse_obj(obj);
+    emit_scale(r, res, t);
+    cJSON_Delete(t);
+    kl_obj_unref(obj);
     return;
   }
   r->code = 200;
@@ -1746,7 +2035,7 @@ static void update_locked(kl_apiserver *s, kl_as_resource *res,
   }
   const char *brv = md_str(nobj, "resourceVersion");
   if (brv && brv[0] && strcmp(brv, kl_obj_resource_version(cur))) {
-    st_conflict(r, res->plural, name);
+    st_conflict(r, res, name);
     goto out;
   }
   if (is_put && res->custom && (!brv || !brv[0])) {
@@ -1824,7 +2113,11 @@ void kl_as_update(kl_apiserver *s, kl_as_resource *res, const char *ns,
   pthread_rwlock_wrlock(&s->mu);
   kl_obj *cur = sget(res, key);
   if (!cur) {
-    st_notfound(r, res->plural, name);
+    st_notfound(r, res, name);
+  } else if (is_scale(sub)) {
+    kl_obj_ref(cur);
+    scale_write_locked(s, res, name, cur, cJSON_Duplicate(body, 1), o, r);
+    kl_obj_unref(cur);
   } else {
     kl_obj_ref(cur);
     update_locked(s, res, name, sub, cur, cJSON_Duplicate(body, 1), true,
@@ -1880,12 +2173,27 @@ void kl_as_patch(kl_apiserver *s, kl_as_resource *res, const char *ns,
         create_locked(s, res, res->namespaced ? ns : "", out, true, o, r);
       }
     } else {
-      st_notfound(r, res->plural, name);
+      st_notfound(r, res, name);
     }
     goto out;
   }
   cJSON *live = parse_obj(cur), *out = NULL;
   int rc = 0;
+  if (is_scale(sub)) {
+    if (ptype == KL_AS_PATCH_APPLY) {
+      cJSON_Delete(live);
+      kl_as_status(r, 415, "UnsupportedMediaType",
+                   "apply patches are not supported on the scale "
+                   "subresource by klua serve", NULL);
+      goto out;
+    }
+    kl_as_result sr = KL_AS_RESULT_INIT;
+    emit_scale(&sr, res, live);
+    cJSON_Delete(live);
+    live = cJSON_ParseWithLength(sr.body.data, sr.body.len);
+    kl_as_result_free(&sr);
+    if (!live) abort();
+  }
   switch (ptype) {
   case KL_AS_PATCH_MERGE:
     out = kl_patch_merge(live, p);
@@ -1904,6 +2212,10 @@ void kl_as_patch(kl_apiserver *s, kl_as_resource *res, const char *ns,
   cJSON_Delete(live);
   if (rc) {
     st_patch_err(r, &pe);
+    goto out;
+  }
+  if (is_scale(sub)) {
+    scale_write_locked(s, res, name, cur, out, o, r);
     goto out;
   }
   update_locked(s, res, name, sub, cur, out, false,
@@ -2158,6 +2470,7 @@ struct kl_as_watch {
   bool bookmarks, init_end_bookmark, expired, done, table_first;
   uint64_t pos;
   uint64_t expired_min;
+  uint64_t gen; /* s->close_gen when opened: a later value ends the watch */
   kl_objv init;
   size_t iinit;
   double deadline, next_bm, final_bm;
@@ -2220,6 +2533,9 @@ int kl_as_watch_open(kl_apiserver *s, kl_as_resource *res, const char *ns,
     if (o->timeout_seconds > 2) w->final_bm = w->deadline - 2;
     else if (o->timeout_seconds >= 1) w->final_bm = w->deadline - 0.5;
   }
+  pthread_mutex_lock(&s->hmu);
+  w->gen = s->close_gen;
+  pthread_mutex_unlock(&s->hmu);
   pthread_rwlock_rdlock(&s->mu);
   if (sie || prv == 1 || want == 0) {
     /* synthetic ADDED for the current state, then the changes */
@@ -2319,6 +2635,10 @@ int kl_as_watch_next(kl_as_watch *w, kl_buf *out, bool (*alive)(void *),
   kl_apiserver *s = w->s;
   size_t start_len = out->len;
   while (!w->done) {
+    pthread_mutex_lock(&s->hmu);
+    if (w->gen != s->close_gen) w->done = true;
+    pthread_mutex_unlock(&s->hmu);
+    if (w->done) break;
     if (w->expired) {
       kl_buf_addf(out, "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\","
                        "\"apiVersion\":\"v1\",\"metadata\":{},\"status\":"
@@ -2353,7 +2673,7 @@ int kl_as_watch_next(kl_as_watch *w, kl_buf *out, bool (*alive)(void *),
     bool bm = false;
     pthread_mutex_lock(&s->hmu);
     for (;;) {
-      if (s->stopping) {
+      if (s->stopping || w->gen != s->close_gen) {
         w->done = true;
         break;
       }
@@ -2445,6 +2765,13 @@ void kl_as_compact(kl_apiserver *s, uint64_t rv) {
   pthread_cond_broadcast(&s->hcv);
   pthread_mutex_unlock(&s->hmu);
   pthread_rwlock_unlock(&s->mu);
+}
+
+void kl_as_close_watches(kl_apiserver *s) {
+  pthread_mutex_lock(&s->hmu);
+  s->close_gen++;
+  pthread_cond_broadcast(&s->hcv);
+  pthread_mutex_unlock(&s->hmu);
 }
 
 const kl_apiserver_opts *kl_as_server_opts(const kl_apiserver *s) {

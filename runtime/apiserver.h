@@ -85,10 +85,15 @@ typedef struct kl_as_resource {
                          metadata.namespace, NULL-terminated */
   bool namespaced;
   bool has_status;     /* has a /status subresource */
+  bool has_scale;      /* has a /scale subresource (autoscaling/v1 Scale) */
   bool has_generation; /* metadata.generation tracks spec changes */
   bool custom;         /* a custom resource (keys sorted, as Kubernetes) */
   bool gone;           /* its CRD was deleted: no longer served */
   char *crd_name;      /* custom: the CRD's metadata.name */
+  /* /scale: paths of the replica counts (".spec.replicas") and of the
+   * selector string (custom resources: labelSelectorPath, may be NULL);
+   * built-ins have scale_selector NULL and use spec.selector */
+  char *scale_spec, *scale_status, *scale_selector;
   void *store;         /* engine-private */
 } kl_as_resource;
 
@@ -146,7 +151,9 @@ kl_as_resource *kl_as_find_kind(kl_apiserver *s, const char *api_version,
 kl_as_resource **kl_as_resources(kl_apiserver *s, size_t *n);
 
 /* The operations. ns is "" for cluster-scoped resources or cluster-wide
- * lists; sub is NULL or "status". body trees are only read. Each fills r
+ * lists; sub is NULL, "status" or "scale" (get/update/patch of the
+ * autoscaling/v1 Scale, which reads and writes the parent's replicas; the
+ * answer is the Scale). body trees are only read. Each fills r
  * (code + body) and never fails otherwise. */
 void kl_as_get(kl_apiserver *s, kl_as_resource *res, const char *ns,
                const char *name, const char *sub, const kl_as_opts *o,
@@ -193,6 +200,10 @@ uint64_t kl_as_oldest_rv(kl_apiserver *s);
 /* Forgets history up to rv (like an etcd compaction): older watch starts,
  * continue tokens and exact lists then get 410. */
 void kl_as_compact(kl_apiserver *s, uint64_t rv);
+/* Ends every watch open now, at once: a watch blocked waiting returns 0
+ * from kl_as_watch_next, and none collects an event written after this
+ * call. Watches opened later are not affected. */
+void kl_as_close_watches(kl_apiserver *s);
 /* The options the server was created with (borrowed). */
 const kl_apiserver_opts *kl_as_server_opts(const kl_apiserver *s);
 

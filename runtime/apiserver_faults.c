@@ -151,6 +151,9 @@ static int apply_action(kl_apiserver *s, faults *fs, const cJSON *a,
     fs->close_gen++;
     long n = fs->open_watches;
     pthread_mutex_unlock(&fs->mu);
+    /* the engine ends the streams now, even those blocked waiting for an
+     * event (the generation above only covers bytes already produced) */
+    kl_as_close_watches(s);
     *ans = kl_sprintf("{\"action\":\"close_watches\",\"watches\":%ld}", n);
     return 0;
   }

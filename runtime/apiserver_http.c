@@ -344,7 +344,8 @@ static enum MHD_Result serve_resource(kl_apiserver *s,
   if (nrest >= 3) sub = rest[2];
   kl_as_resource *res = kl_as_find(s, group, version, plural);
   if (!res || nrest > 3 || (ns[0] && !res->namespaced) ||
-      (sub && (strcmp(sub, "status") || !res->has_status))) {
+      (sub && !(!strcmp(sub, "status") && res->has_status) &&
+       !(!strcmp(sub, "scale") && res->has_scale))) {
     if (group[0] && !res) return send_text404(c);
     return send_status(c, 404, "NotFound",
                        "the server could not find the requested resource",

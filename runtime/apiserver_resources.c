@@ -91,6 +91,13 @@ bool kl_as_builtin_resource(size_t i, kl_as_resource *r) {
   r->namespaced = b->namespaced;
   r->has_status = b->has_status;
   r->has_generation = b->has_generation;
+  if (!strcmp(b->group, "apps") && (!strcmp(b->plural, "deployments") ||
+                                    !strcmp(b->plural, "replicasets") ||
+                                    !strcmp(b->plural, "statefulsets"))) {
+    r->has_scale = true;
+    r->scale_spec = kl_strdup(".spec.replicas");
+    r->scale_status = kl_strdup(".status.replicas");
+  }
   return true;
 }
 
@@ -227,9 +234,14 @@ static void resource_json(kl_buf *b, const kl_as_resource *res,
   }
   kl_buf_adds(b, ",\"singularName\":");
   add_str(b, sub ? "" : res->singular);
-  kl_buf_addf(b, ",\"namespaced\":%s,\"kind\":",
-              res->namespaced ? "true" : "false");
-  add_str(b, res->kind);
+  kl_buf_addf(b, ",\"namespaced\":%s,", res->namespaced ? "true" : "false");
+  if (sub && !strcmp(sub, "scale")) {
+    kl_buf_adds(b, "\"group\":\"autoscaling\",\"version\":\"v1\","
+                   "\"kind\":\"Scale\"");
+  } else {
+    kl_buf_adds(b, "\"kind\":");
+    add_str(b, res->kind);
+  }
   kl_buf_adds(b, ",\"verbs\":");
   if (sub)
     kl_buf_adds(b, "[\"get\",\"patch\",\"update\"]");
@@ -257,6 +269,10 @@ void kl_as_discovery_resources(kl_apiserver *s, const char *group,
     if (strcmp(res->group, group) || strcmp(res->version, version)) continue;
     if (nfound++) kl_buf_addc(&b, ',');
     resource_json(&b, res, NULL);
+    if (res->has_scale) { /* kube-apiserver lists subresources by name */
+      kl_buf_addc(&b, ',');
+      resource_json(&b, res, "scale");
+    }
     if (res->has_status) {
       kl_buf_addc(&b, ',');
       resource_json(&b, res, "status");

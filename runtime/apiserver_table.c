@@ -2,9 +2,10 @@
  * server (Accept: application/json;as=Table;g=meta.k8s.io;v=v1), what
  * `kubectl get` asks for. Built-in resources get the columns kube-apiserver
  * prints for them where cheap (Name, Age, plus e.g. Data for configmaps);
- * custom resources use their CRD's additionalPrinterColumns (JSONPath
- * subset: .a.b, [i], {...}). Rows carry a PartialObjectMetadata, the full
- * object (includeObject=Object) or null (includeObject=None).
+ * custom resources use their CRD's additionalPrinterColumns (the JSONPath
+ * subset printer columns use: fields, [i], [*], filters [?(@.x=="v")]).
+ * Rows carry a PartialObjectMetadata, the full object (includeObject=Object)
+ * or null (includeObject=None).
  * Thread-safety: stateless; called from any connection thread. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,53 +411,220 @@ static void cell_builtin(kl_buf *b, const col *c, kl_span obj) {
   kl_buf_adds(b, "null");
 }
 
-/* Evaluates a simple JSONPath (".a.b", ".a[0].b", "{.a}") on obj. */
-static bool jsonpath(kl_span obj, const char *path, kl_span *out) {
-  char *p = kl_strdup(path);
-  char *s = p;
-  size_t l = strlen(s);
-  if (s[0] == '{' && l >= 2 && s[l - 1] == '}') {
-    s[l - 1] = 0;
-    s++;
-  }
-  kl_span cur = obj;
-  bool ok = true;
-  while (ok && *s) {
-    if (*s == '.') {
-      s++;
-      char *e = s;
-      while (*e && *e != '.' && *e != '[') e++;
-      char save = *e;
-      *e = 0;
-      const char *const key[1] = {s};
-      ok = !*s || kl_json_getv(cur, key, 1, &cur);
-      *e = save;
-      s = e;
-    } else if (*s == '[') {
-      long idx = strtol(s + 1, &s, 10);
-      if (*s != ']' || kl_json_type(cur) != 'a') {
-        ok = false;
-        break;
-      }
-      s++;
-      kl_json_iter it;
-      kl_json_iter_init(&it, cur);
-      kl_span k, x;
-      long i = 0;
-      ok = false;
-      while (kl_json_next(&it, &k, &x))
-        if (i++ == idx) {
-          cur = x;
-          ok = true;
-          break;
-        }
-    } else {
-      ok = false;
+/* ---- JSONPath (the subset printer columns use) ------------------------------
+ * kube-apiserver evaluates additionalPrinterColumns with client-go's
+ * jsonpath and uses the first result only (results[0][0]); a depth-first walk
+ * in document order that stops at the first complete match gives the same
+ * value. Supported: `$`, `{...}` around the path, `.name`, `.*`, `['name']`,
+ * `[n]` (negative from the end), `[a:b]`, `[*]`, and filters
+ * `[?(@.path OP literal)]` with OP one of == != < <= > >= (literal: a quoted
+ * string, a number, true, false or null) or `[?(@.path)]` (exists), followed
+ * by any further steps. */
+
+/* The position of the ']' closing the '[' at s, or NULL. */
+static const char *jp_close(const char *s, const char *end) {
+  int depth = 0;
+  char q = 0;
+  for (const char *p = s; p < end; p++) {
+    if (q) {
+      if (*p == '\\' && p + 1 < end) p++;
+      else if (*p == q) q = 0;
+    } else if (*p == '"' || *p == '\'') {
+      q = *p;
+    } else if (*p == '[' || *p == '(') {
+      depth++;
+    } else if (*p == ']' || *p == ')') {
+      if (--depth == 0) return *p == ']' ? p : NULL;
     }
   }
-  free(p);
-  if (ok) *out = cur;
+  return NULL;
+}
+
+static bool jp_eval(kl_span cur, const char *s, const char *end, kl_span *out);
+
+/* Member name (n bytes at k, unescaped) of an object. */
+static bool jp_member(kl_span cur, const char *k, size_t n, kl_span *out) {
+  if (kl_json_type(cur) != 'o') return false;
+  char *name = kl_strndup(k, n);
+  const char *const key[1] = {name};
+  bool ok = kl_json_getv(cur, key, 1, out);
+  free(name);
   return ok;
+}
+
+/* Trims blanks from both ends of [*s, *e). */
+static void jp_trim(const char **s, const char **e) {
+  while (*s < *e && (**s == ' ' || **s == '\t')) (*s)++;
+  while (*e > *s && ((*e)[-1] == ' ' || (*e)[-1] == '\t')) (*e)--;
+}
+
+/* Compares a JSON value with a filter literal [l, le): <0, 0, >0, or 2 when
+ * they are not comparable (other types). */
+static int jp_cmp(kl_span v, const char *l, const char *le) {
+  char t = kl_json_type(v);
+  if (le > l && (*l == '"' || *l == '\'')) {
+    if (t != 's' || le - l < 2 || le[-1] != *l) return 2;
+    char *lit = kl_strndup(l + 1, (size_t)(le - l - 2));
+    char *val = kl_json_strdup(v);
+    int c = strcmp(val ? val : "", lit);
+    free(lit);
+    free(val);
+    return c < 0 ? -1 : c > 0;
+  }
+  size_t n = (size_t)(le - l);
+  if (n == 4 && !memcmp(l, "true", 4)) return t == 't' ? 0 : 2;
+  if (n == 5 && !memcmp(l, "false", 5)) return t == 'f' ? 0 : 2;
+  if (n == 4 && !memcmp(l, "null", 4)) return t == 'z' ? 0 : 2;
+  if (t != 'n') return 2;
+  char *lit = kl_strndup(l, n), *e;
+  double x = strtod(lit, &e);
+  bool bad = e == lit || *e;
+  free(lit);
+  if (bad) return 2;
+  double y = strtod(v.p, NULL);
+  return y < x ? -1 : y > x;
+}
+
+/* Evaluates a filter expression [s, e) (inside "?( )") on one element. */
+static bool jp_filter(kl_span el, const char *s, const char *e) {
+  jp_trim(&s, &e);
+  static const char *const ops[] = {"==", "!=", "<=", ">=", "<", ">"};
+  const char *op = NULL, *q = NULL;
+  size_t opl = 0;
+  char quote = 0;
+  for (const char *p = s; p < e && !op; p++) {
+    if (quote) {
+      if (*p == '\\' && p + 1 < e) p++;
+      else if (*p == quote) quote = 0;
+      continue;
+    }
+    if (*p == '"' || *p == '\'') {
+      quote = *p;
+      continue;
+    }
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+      size_t l = strlen(ops[i]);
+      if ((size_t)(e - p) >= l && !memcmp(p, ops[i], l)) {
+        op = ops[i];
+        opl = l;
+        q = p;
+        break;
+      }
+    }
+  }
+  const char *ls = s, *le = op ? q : e;
+  jp_trim(&ls, &le);
+  if (le == ls || *ls != '@') return false;
+  kl_span v;
+  if (!jp_eval(el, ls + 1, le, &v)) return false;
+  if (!op) return true;
+  const char *rs = q + opl, *re = e;
+  jp_trim(&rs, &re);
+  int c = jp_cmp(v, rs, re);
+  if (!strcmp(op, "!=")) return c != 0;
+  if (c == 2) return false;
+  if (!strcmp(op, "==")) return c == 0;
+  if (!strcmp(op, "<")) return c < 0;
+  if (!strcmp(op, "<=")) return c <= 0;
+  if (!strcmp(op, ">")) return c > 0;
+  return c >= 0;
+}
+
+/* Evaluates the bracket step [s, e) (without the brackets) on cur, then the
+ * rest of the path on each selected value; the first full match wins. */
+static bool jp_bracket(kl_span cur, const char *s, const char *e,
+                       const char *rest, const char *end, kl_span *out) {
+  jp_trim(&s, &e);
+  char t = kl_json_type(cur);
+  if (e > s && (*s == '\'' || *s == '"')) {
+    kl_span v;
+    return e - s >= 2 && e[-1] == *s &&
+           jp_member(cur, s + 1, (size_t)(e - s - 2), &v) &&
+           jp_eval(v, rest, end, out);
+  }
+  if (t != 'a' && t != 'o') return false;
+  bool all = e - s == 1 && *s == '*';
+  bool filter = e - s >= 3 && s[0] == '?' && s[1] == '(' && e[-1] == ')';
+  kl_json_iter it;
+  kl_span k, x;
+  if (all || filter) {
+    kl_json_iter_init(&it, cur);
+    while (kl_json_next(&it, &k, &x)) {
+      if (filter && !jp_filter(x, s + 2, e - 1)) continue;
+      if (jp_eval(x, rest, end, out)) return true;
+    }
+    return false;
+  }
+  if (t != 'a') return false;
+  /* [n] or [a:b] (b exclusive; negatives count from the end) */
+  long len = 0;
+  kl_json_iter_init(&it, cur);
+  while (kl_json_next(&it, &k, &x)) len++;
+  char *txt = kl_strndup(s, (size_t)(e - s)), *p;
+  long a = strtol(txt, &p, 10), b;
+  bool ok = p != txt || *p == ':';
+  if (a < 0) a += len;
+  b = a + 1;
+  if (*p == ':') {
+    char *q = p + 1;
+    b = strtol(q, &p, 10);
+    if (p == q) b = len;
+    else if (b < 0) b += len;
+  }
+  ok = ok && !*p;
+  free(txt);
+  if (!ok) return false;
+  if (a < 0) a = 0;
+  if (b > len) b = len;
+  long i = 0;
+  kl_json_iter_init(&it, cur);
+  while (kl_json_next(&it, &k, &x)) {
+    if (i >= a && i < b && jp_eval(x, rest, end, out)) return true;
+    if (++i >= b) break;
+  }
+  return false;
+}
+
+static bool jp_eval(kl_span cur, const char *s, const char *end,
+                    kl_span *out) {
+  while (s < end && (*s == ' ' || *s == '$')) s++;
+  if (s >= end) {
+    *out = cur;
+    return true;
+  }
+  if (*s == '[') {
+    const char *c = jp_close(s, end);
+    return c && jp_bracket(cur, s + 1, c, c + 1, end, out);
+  }
+  if (*s != '.') return false;
+  s++;
+  const char *e = s;
+  while (e < end && *e != '.' && *e != '[') e++;
+  if (e == s) return e < end && *e == '[' && jp_eval(cur, e, end, out);
+  if (e - s == 1 && *s == '*') {
+    char t = kl_json_type(cur);
+    if (t != 'o' && t != 'a') return false;
+    kl_json_iter it;
+    kl_span k, x;
+    kl_json_iter_init(&it, cur);
+    while (kl_json_next(&it, &k, &x))
+      if (jp_eval(x, e, end, out)) return true;
+    return false;
+  }
+  kl_span v;
+  return jp_member(cur, s, (size_t)(e - s), &v) && jp_eval(v, e, end, out);
+}
+
+/* The first value the printer-column JSONPath selects in obj. */
+static bool jsonpath(kl_span obj, const char *path, kl_span *out) {
+  const char *s = path, *e = path + strlen(path);
+  while (s < e && *s == ' ') s++;
+  while (e > s && e[-1] == ' ') e--;
+  if (e - s >= 2 && *s == '{' && e[-1] == '}') {
+    s++;
+    e--;
+  }
+  return jp_eval(obj, s, e, out);
 }
 
 static void cell_crd(kl_buf *b, const col *c, kl_span obj) {

@@ -38,12 +38,13 @@ if ! start_server "$TMP/out" --kubeconfig-out "$TMP/kc"; then
 fi
 K() { "$KUBECTL" --kubeconfig "$TMP/kc" --cache-dir "$TMP/cache" "$@"; }
 
-# Normalises what changes between runs: ages (a table's last column or a
-# "date" column), uids, timestamps, resourceVersions, generated hashes.
+# Normalises what changes between runs: uids (first: a uid's last group can
+# look like an age), ages (a table's last column or a "date" column),
+# timestamps, resourceVersions, generated hashes.
 norm() {
   sed -E \
-    -e 's/\b[0-9]+(s|m|h|d|y)([0-9]+(s|m|h|d))?( |$)/AGE\4/g' \
     -e 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/UID/g' \
+    -e 's/\b[0-9]+(s|m|h|d|y)([0-9]+(s|m|h|d))?( |$)/AGE\4/g' \
     -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z/TIME/g' \
     -e 's/(resourceVersion"?: *)"[0-9]+"/\1"RV"/g' \
     -e 's/ +/ /g' -e 's/ +$//'
@@ -215,6 +216,16 @@ check "apply --server-side Deployment" 0 "deployment.apps/web serverside-applied
   K apply --server-side --force-conflicts -f "$TMP/dep.yaml"
 check "server-side applied replicas" 0 "3" -- \
   K -n kf get deploy web -o 'jsonpath={.spec.replicas}'
+check "scale deployment (merge patch of /scale)" 0 "deployment.apps/web scaled" -- \
+  K -n kf scale deployment web --replicas=5
+check "scaled replicas" 0 "5" -- \
+  K -n kf get deploy web -o 'jsonpath={.spec.replicas}'
+check "scale --current-replicas (GET + PUT of /scale)" 0 "deployment.apps/web scaled" -- \
+  K -n kf scale deployment web --current-replicas=5 --replicas=1
+check "scale --current-replicas mismatch" 1 "error: Expected replicas to be 7, was 1" -- \
+  K -n kf scale deployment web --current-replicas=7 --replicas=2
+check "replicas after scaling down" 0 "1" -- \
+  K -n kf get deploy web -o 'jsonpath={.spec.replicas}'
 
 # ---- CRD -------------------------------------------------------------------------
 cat >"$TMP/crd.yaml" <<'EOF'
@@ -279,6 +290,21 @@ check "apply --server-side a custom resource" 0 "widget.test.example.com/wd-1 se
   K apply --server-side --force-conflicts -f "$TMP/wd.yaml"
 check "get crd" 0 "NAME CREATED AT
 widgets.test.example.com TIME" -- K get crd
+
+# ---- printer columns with JSONPath filters (examples/website-operator) ---------
+ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+check "apply the Website CRD" 0 "customresourcedefinition.apiextensions.k8s.io/websites.demo.klua.dev created" -- \
+  K apply -f "$ROOT/examples/website-operator/crd.yaml"
+K wait --for=condition=Established crd/websites.demo.klua.dev --timeout=20s >/dev/null 2>&1
+check "create a Website" 0 "website.demo.klua.dev/site created" -- \
+  sh -c "printf '%s' '{\"apiVersion\":\"demo.klua.dev/v1\",\"kind\":\"Website\",\"metadata\":{\"name\":\"site\",\"namespace\":\"kf\"},\"spec\":{\"domain\":\"a.example\",\"replicas\":2}}' | '$KUBECTL' --kubeconfig '$TMP/kc' --cache-dir '$TMP/cache' create -f -"
+check "get websites: no Ready condition yet" 0 "NAME DOMAIN REPLICAS READY AGE
+site a.example 2 0s" -- K -n kf get websites
+check "patch the status subresource" 0 "website.demo.klua.dev/site patched" -- \
+  K -n kf patch website site --subresource=status --type merge \
+    -p '{"status":{"conditions":[{"type":"Progressing","status":"False"},{"type":"Ready","status":"True","reason":"Serving"}]}}'
+check "get websites: READY from .status.conditions[?(@.type==\"Ready\")].status" 0 "NAME DOMAIN REPLICAS READY AGE
+site a.example 2 True 0s" -- K -n kf get websites
 
 # ---- delete ----------------------------------------------------------------------
 check "delete --wait=false" 0 'configmap "cm2" deleted' -- \

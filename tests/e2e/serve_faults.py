@@ -296,6 +296,24 @@ def close_every_open_watch():
 
 
 @test
+def close_watches_ends_streams_before_any_later_event():
+    """close_watches is immediate: a watch waiting for events ends at once,
+    and an object created right after the close never reaches it."""
+    for i in range(3):
+        w = RawWatch(from_now())
+        wl = RawWatch("/api/v1/namespaces?watch=true&resourceVersion=0")
+        wl.lines(1)  # past its synthetic ADDED events: waiting
+        time.sleep(0.2)
+        fault(action="close_watches")
+        create("late-%d" % i)
+        w.to_end()
+        assert w.clean_end and w.body == b"", w.body
+        before = wl.body
+        wl.to_end()
+        assert wl.clean_end
+        assert b"late-" not in wl.body[len(before):], wl.body
+
+@test
 def compact_gives_410_for_older_rvs():
     create("c1")
     st, lst, _ = req("GET", CM + "?limit=1")

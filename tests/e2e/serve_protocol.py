@@ -665,6 +665,192 @@ PB = bytes.fromhex(  # kubectl/02_create_configmap.log, namespace wire-kc
     "0162120132" "1a002200")
 
 
+DEP = "/apis/apps/v1/namespaces/scl/deployments"
+
+
+@test
+def scale_subresource_of_deployments():
+    mkns("scl")
+    st, d, _ = req("POST", DEP, {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In",
+                                  "values": ["b", "a"]},
+                                 {"key": "canary", "operator":
+                                  "DoesNotExist"}]},
+            "template": {"metadata": {"labels": {"app": "web", "tier": "a"}},
+                         "spec": {"containers": [{"name": "c",
+                                                  "image": "x"}]}}}})
+    assert st == 201, d
+    md = d["metadata"]
+    st, sc, _ = req("GET", DEP + "/web/scale")
+    assert st == 200, sc
+    # writes/deployment_scale_get.http, byte for byte in shape
+    assert list(sc) == ["kind", "apiVersion", "metadata", "spec", "status"]
+    assert sc["kind"] == "Scale" and sc["apiVersion"] == "autoscaling/v1"
+    assert sc["metadata"] == {
+        "name": "web", "namespace": "scl", "uid": md["uid"],
+        "resourceVersion": md["resourceVersion"],
+        "creationTimestamp": md["creationTimestamp"]}, sc["metadata"]
+    assert list(sc["metadata"]) == ["name", "namespace", "uid",
+                                    "resourceVersion", "creationTimestamp"]
+    assert sc["spec"] == {"replicas": 1}
+    assert sc["status"] == {"replicas": 0,
+                            "selector": "!canary,app=web,tier in (a,b)"}, sc
+    # merge patch (writes/deployment_scale_patch.http)
+    st, sc, _ = req("PATCH", DEP + "/web/scale", {"spec": {"replicas": 3}},
+                    ctype="application/merge-patch+json")
+    assert st == 200 and sc["kind"] == "Scale", sc
+    assert sc["spec"] == {"replicas": 3}
+    st, d2, _ = req("GET", DEP + "/web")
+    assert d2["spec"]["replicas"] == 3
+    assert d2["metadata"]["generation"] == 2
+    assert sc["metadata"]["resourceVersion"] == \
+        d2["metadata"]["resourceVersion"] != md["resourceVersion"]
+    # PUT with the current resourceVersion, then with a stale one
+    body = dict(sc, spec={"replicas": 5})
+    st, sc2, _ = req("PUT", DEP + "/web/scale", body)
+    assert st == 200 and sc2["spec"] == {"replicas": 5}, sc2
+    st, err, _ = req("PUT", DEP + "/web/scale", body)
+    assert st == 409 and err["reason"] == "Conflict", err
+    assert err["message"].startswith(
+        'Operation cannot be fulfilled on deployments.apps "web"'), err
+    assert err["details"] == {"name": "web", "group": "apps",
+                              "kind": "deployments"}, err
+    # 0 replicas: spec.replicas is omitempty in autoscaling/v1
+    st, sc3, _ = req("PATCH", DEP + "/web/scale", {"spec": {"replicas": 0}},
+                     ctype="application/merge-patch+json")
+    assert st == 200 and sc3["spec"] == {}, sc3
+    st, d3, _ = req("GET", DEP + "/web")
+    assert d3["spec"]["replicas"] == 0
+    st, err, _ = req("PATCH", DEP + "/web/scale", {"spec": {"replicas": -1}},
+                     ctype="application/merge-patch+json")
+    assert st == 422 and err["reason"] == "Invalid", err
+    assert err["details"]["causes"][0]["field"] == "spec.replicas"
+    st, err, _ = req("GET", DEP + "/nope/scale")
+    assert st == 404 and err["message"] == \
+        'deployments.apps "nope" not found', err
+    st, err, _ = req("GET", "/api/v1/namespaces/scl/configmaps/x/scale")
+    assert st == 404, err
+
+
+@test
+def scale_listed_in_discovery():
+    st, d, _ = req("GET", "/apis/apps/v1")
+    names = [r["name"] for r in d["resources"]]
+    for p in ("deployments", "replicasets", "statefulsets"):
+        i = names.index(p + "/scale")
+        assert names[i + 1] == p + "/status", names
+        assert d["resources"][i] == {
+            "name": p + "/scale", "singularName": "", "namespaced": True,
+            "group": "autoscaling", "version": "v1", "kind": "Scale",
+            "verbs": ["get", "patch", "update"]}, d["resources"][i]
+    assert "daemonsets/scale" not in names
+
+
+@test
+def scale_subresource_of_statefulsets_and_replicasets():
+    for plural, kind in (("statefulsets", "StatefulSet"),
+                         ("replicasets", "ReplicaSet")):
+        base = "/apis/apps/v1/namespaces/scl/" + plural
+        st, b, _ = req("POST", base, {
+            "apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": "s"},
+            "spec": {"replicas": 2,
+                     "selector": {"matchLabels": {"app": "s"}}}})
+        assert st == 201, b
+        st, sc, _ = req("PUT", base + "/s/scale", {
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "s"}, "spec": {"replicas": 4}})
+        assert st == 200 and sc["spec"]["replicas"] == 4, sc
+        assert sc["status"]["selector"] == "app=s"
+        st, b, _ = req("GET", base + "/s")
+        assert b["spec"]["replicas"] == 4
+
+
+@test
+def scale_subresource_of_custom_resources():
+    crd = {"apiVersion": "apiextensions.k8s.io/v1",
+           "kind": "CustomResourceDefinition",
+           "metadata": {"name": "pools.scale.example.com"},
+           "spec": {"group": "scale.example.com", "scope": "Namespaced",
+                    "names": {"plural": "pools", "singular": "pool",
+                              "kind": "Pool"},
+                    "versions": [{
+                        "name": "v1", "served": True, "storage": True,
+                        "subresources": {"status": {}, "scale": {
+                            "specReplicasPath": ".spec.size",
+                            "statusReplicasPath": ".status.ready",
+                            "labelSelectorPath": ".status.selector"}},
+                        "schema": {"openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    st, b, _ = req("POST", "/apis/apiextensions.k8s.io/v1/"
+                   "customresourcedefinitions", crd)
+    assert st == 201, b
+    st, d, _ = req("GET", "/apis/scale.example.com/v1")
+    assert [r["name"] for r in d["resources"]] == \
+        ["pools", "pools/scale", "pools/status"], d
+    base = "/apis/scale.example.com/v1/namespaces/scl/pools"
+    st, p, _ = req("POST", base, {"apiVersion": "scale.example.com/v1",
+                                  "kind": "Pool", "metadata": {"name": "p"},
+                                  "spec": {"size": 2}})
+    assert st == 201, p
+    p["status"] = {"ready": 1, "selector": "pool=p"}
+    st, p, _ = req("PUT", base + "/p/status", p)
+    assert st == 200, p
+    st, sc, _ = req("GET", base + "/p/scale")
+    assert st == 200 and sc["spec"] == {"replicas": 2}, sc
+    assert sc["status"] == {"replicas": 1, "selector": "pool=p"}, sc
+    st, sc, _ = req("PATCH", base + "/p/scale", {"spec": {"replicas": 7}},
+                    ctype="application/merge-patch+json")
+    assert st == 200 and sc["spec"] == {"replicas": 7}, sc
+    st, p2, _ = req("GET", base + "/p")
+    assert p2["spec"] == {"size": 7} and p2["status"]["ready"] == 1, p2
+    assert p2["metadata"]["generation"] == 2
+    st, err, _ = req("GET", base + "/nope")
+    assert st == 404 and err["message"] == \
+        'pools.scale.example.com "nope" not found', err
+    st, d, _ = req("GET", "/apis/apiextensions.k8s.io/v1/"
+                   "customresourcedefinitions/gadgets.scale.example.com")
+    assert st == 404 and err["details"]["group"] == "scale.example.com"
+
+
+@test
+def status_writes_share_the_managers_update_entry():
+    """writes/widget_status_*.http (v1.20): a /status write is recorded in
+    the manager's one Update entry (spec and status fields together), with
+    no `subresource` key (that field exists only since 1.22)."""
+    base = "/apis/scale.example.com/v1/namespaces/scl/pools"
+    ua = {"User-Agent": "writer/1.0"}
+    st, p, _ = req("POST", base, {"apiVersion": "scale.example.com/v1",
+                                  "kind": "Pool", "metadata": {"name": "mf"},
+                                  "spec": {"size": 1}}, headers=ua)
+    assert st == 201, p
+    st, p, _ = req("PATCH", base + "/mf/status",
+                   {"status": {"ready": 1}}, headers=ua,
+                   ctype="application/merge-patch+json")
+    assert st == 200, p
+    mf = p["metadata"]["managedFields"]
+    assert len(mf) == 1, mf
+    e = mf[0]
+    assert e["manager"] == "writer" and e["operation"] == "Update"
+    assert "subresource" not in e, e
+    assert set(e["fieldsV1"]) == {"f:spec", "f:status"}, e
+    st, p, _ = req("PATCH", base + "/mf/status",
+                   {"status": {"ready": 2}}, headers={"User-Agent": "other"},
+                   ctype="application/merge-patch+json")
+    mf = p["metadata"]["managedFields"]
+    assert [m["manager"] for m in mf] == ["writer", "other"], mf
+    assert all("subresource" not in m for m in mf), mf
+    # (the "." markers of custom resources' maps are patch.c's business)
+    assert mf[1]["fieldsV1"]["f:status"]["f:ready"] == {}, mf
+    assert list(mf[1]["fieldsV1"]) == ["f:status"], mf
+    assert list(mf[0]["fieldsV1"]) == ["f:spec"], mf
+
+
 @test
 def protobuf_create_configmap():
     mkns("wire-kc")

@@ -231,6 +231,70 @@ def crd_table_uses_printer_columns():
     assert r2["cells"][:4] == ["g2", None, None, None], r2["cells"]
 
 
+SITE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "sites.site.example.com"},
+    "spec": {"group": "site.example.com", "scope": "Namespaced",
+             "names": {"plural": "sites", "singular": "site",
+                       "kind": "Site"},
+             "versions": [{
+                 "name": "v1", "served": True, "storage": True,
+                 "subresources": {"status": {}},
+                 "additionalPrinterColumns": [
+                     {"name": "Ready", "type": "string", "jsonPath":
+                      '.status.conditions[?(@.type=="Ready")].status'},
+                     {"name": "Reason", "type": "string", "jsonPath":
+                      ".status.conditions[?(@.type == 'Ready')].reason"},
+                     {"name": "NotReady", "type": "string", "jsonPath":
+                      '.status.conditions[?(@.type!="Ready")].type'},
+                     {"name": "Gen", "type": "integer", "jsonPath":
+                      '.status.conditions[?(@.observedGeneration>=2)]'
+                      '.observedGeneration'},
+                     {"name": "Hosts", "type": "string",
+                      "jsonPath": ".spec.hosts[*].name"},
+                     {"name": "Last", "type": "string",
+                      "jsonPath": ".spec.hosts[-1].name"},
+                     {"name": "Team", "type": "string", "jsonPath":
+                      ".metadata.labels['example.com/team']"}],
+                 "schema": {"openAPIV3Schema": {
+                     "type": "object",
+                     "x-kubernetes-preserve-unknown-fields": True}}}]}}
+SITES = "/apis/site.example.com/v1/namespaces/tbl/sites"
+
+
+@test
+def crd_printer_columns_with_jsonpath_filters():
+    st, b, _ = req("POST", "/apis/apiextensions.k8s.io/v1/"
+                   "customresourcedefinitions", SITE_CRD)
+    assert st == 201, b
+    for name in ("s1", "s2"):
+        st, b, _ = req("POST", SITES, {
+            "apiVersion": "site.example.com/v1", "kind": "Site",
+            "metadata": {"name": name,
+                         "labels": {"example.com/team": "web"}},
+            "spec": {"hosts": [{"name": "a.example"},
+                               {"name": "b.example"}]}})
+        assert st == 201, b
+    conds = [{"type": "Progressing", "status": "True",
+              "observedGeneration": 1},
+             {"type": "Ready", "status": "False", "reason": "Pending",
+              "observedGeneration": 2}]
+    st, cur, _ = req("GET", SITES + "/s1")
+    cur["status"] = {"conditions": conds}
+    st, b, _ = req("PUT", SITES + "/s1/status", cur)
+    assert st == 200, b
+    st, t, _ = req("GET", SITES, accept=TABLE)
+    assert st == 200 and colnames(t) == ["Name", "Ready", "Reason",
+                                         "NotReady", "Gen", "Hosts", "Last",
+                                         "Team"], t
+    r1, r2 = t["rows"]
+    assert r1["cells"] == ["s1", "False", "Pending", "Progressing", 2,
+                           "a.example", "b.example", "web"], r1["cells"]
+    assert r2["cells"] == ["s2", None, None, None, None, "a.example",
+                           "b.example", "web"], r2["cells"]
+
+
 @test
 def openapi_v3_index_and_group_version_documents():
     st, idx, r = req("GET", "/openapi/v3")
