@@ -59,11 +59,15 @@ static bool next_member(const char **pp, const char *end, kl_span *k,
 
 /* Collects the metadata spans of the valid object top in one pass over its
  * members and one over metadata's. Returns 0 or KL_EINVAL (*why set). */
-static int scan_meta(kl_span top, kl_span *apiv, kl_span *kind,
-                     kl_span m[M_N], const char **why) {
+static int scan_meta(kl_span top, bool need_av, bool need_kind,
+                     kl_span *apiv, kl_span *kind, kl_span m[M_N],
+                     const char **why) {
   const char *p = top.p + 1, *end = top.p + top.n;
   kl_span k, v, meta = {0};
-  while (next_member(&p, end, &k, &v)) {
+  /* stop as soon as everything wanted is found (the API server writes
+   * apiVersion, kind, metadata first) */
+  while ((!meta.p || (need_av && !apiv->p) || (need_kind && !kind->p)) &&
+         next_member(&p, end, &k, &v)) {
     if (!meta.p && key_is(k, "metadata", 8)) meta = v;
     else if (!apiv->p && key_is(k, "apiVersion", 10)) *apiv = v;
     else if (!kind->p && key_is(k, "kind", 4)) *kind = v;
@@ -74,10 +78,12 @@ static int scan_meta(kl_span top, kl_span *apiv, kl_span *kind,
     return KL_EINVAL;
   }
   p = meta.p + 1, end = meta.p + meta.n;
-  while (next_member(&p, end, &k, &v)) {
+  int found = 0;
+  while (found < M_N && next_member(&p, end, &k, &v)) {
     for (int i = 0; i < M_N; i++) {
       if (!m[i].p && key_is(k, meta_keys[i], strlen(meta_keys[i]))) {
         m[i] = v;
+        found++;
         break;
       }
     }
@@ -145,7 +151,8 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
   }
   kl_span apiv = {0}, kind = {0}, m[M_N] = {{0}};
   const char *why = NULL;
-  if (scan_meta(top, &apiv, &kind, m, &why) != 0) {
+  if (scan_meta(top, opts->api_version != NULL, opts->kind != NULL, &apiv,
+                &kind, m, &why) != 0) {
     kl_buf_free(&b);
     return fail(err, KL_EINVAL, why);
   }
