@@ -284,11 +284,15 @@ static char *find_lua_dir(void) {
 }
 
 static sigset_t stop_signals;
+static kl_leader *the_leader; /* set while leader election runs */
 
+/* Ends the manager's waits (resources to be served, cache sync): a stop
+ * signal is pending, or the Lease was lost (nothing may go on then). */
 static bool interrupted(void) {
   sigset_t pend;
   sigpending(&pend);
-  return sigismember(&pend, SIGINT) || sigismember(&pend, SIGTERM);
+  if (sigismember(&pend, SIGINT) || sigismember(&pend, SIGTERM)) return true;
+  return the_leader && kl_leader_lost(the_leader);
 }
 
 static int write_dev_kubeconfig(const char *path, const char *url) {
@@ -471,6 +475,7 @@ static int run_main(run_args *a, bool dev) {
                          .name = lease_id,
                          .on_started_leading = on_started_leading};
     if (kl_leader_start(&lo, &le, &err) != 0) goto fail;
+    the_leader = le;
     /* standby until the lease is ours (or a stop signal) */
     bool stop = false;
     while (!atomic_load(&leading_started) && !stop) {
@@ -484,7 +489,21 @@ static int run_main(run_args *a, bool dev) {
       goto out;
     }
   }
-  if (kl_ctl_start(ctl, &err) != 0) goto fail;
+  if (kl_ctl_start(ctl, &err) != 0) {
+    sigset_t pend;
+    sigpending(&pend);
+    if (!(le && kl_leader_lost(le)) &&
+        (sigismember(&pend, SIGINT) || sigismember(&pend, SIGTERM))) {
+      /* a stop signal during the wait for resources or caches: a clean
+       * shutdown, nothing ran yet */
+      kl_log(KL_LOG_INFO, "run", "stopped before starting: %s", err);
+      free(err);
+      err = NULL;
+      status = 0;
+      goto out;
+    }
+    goto fail;
+  }
   atomic_store(&running, 1);
   if (a->reload)
     kl_log(KL_LOG_INFO, "run", "watching %s for changes", a->script);
@@ -518,6 +537,7 @@ out:
   atomic_store(&running, 0);
   double t0 = kl_now();
   if (ctl) kl_ctl_stop(ctl); /* workers end before the lease is released */
+  the_leader = NULL;
   kl_leader_free(le);        /* releases the lease (ReleaseOnCancel) */
   kl_http_endpoints_free(probes);
   free(lease_id);

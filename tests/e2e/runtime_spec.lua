@@ -594,4 +594,29 @@ klua.controller({
     assert(ok, err)
     assert.is_true(stop(pid))
   end)
+  it("a kind that is not served: --sync-timeout gives up naming it; SIGTERM during the wait exits 0", function()
+    local script = dir .. "/gadgets.lua"
+    write(script, [[
+local klua = require("klua")
+klua.controller({ name = "gadgets", watch = { api_version = "test.klua.dev/v1", kind = "Gadget" },
+  reconcile = function(req) end })
+]])
+    local p = io.popen(q(KLUA) .. " run " .. q(script) .. " --kubeconfig " .. q(kubeconfig) ..
+      " --sync-timeout 0.5 2>&1; echo \"rc=$?\"")
+    local out = p:read("*a")
+    p:close()
+    assert.truthy(out:find("rc=1"), out)
+    assert.truthy(out:find("waiting for resource test.klua.dev/v1 Gadget to be served", 1, true), out)
+    assert.truthy(out:find("apiVersion test.klua.dev/v1 kind Gadget", 1, true), out)
+    local log, pidf, rcf = dir .. "/gadgets.log", dir .. "/gadgets.pid", dir .. "/gadgets.rc"
+    spawn(q(KLUA) .. " run " .. q(script) .. " --kubeconfig " .. q(kubeconfig) .. " >" .. q(log) ..
+      " 2>&1 & echo $! >" .. q(pidf) .. "; wait $!; echo $? >" .. q(rcf), dir .. "/gadgets.wrap")
+    local pid = eventually(function() return tonumber(read(pidf) or "") end, "the pid")
+    finally(function() stop(pid) end)
+    eventually(function() return (read(log) or ""):find("waiting for resource", 1, true) end, "the waiting log line")
+    sh("kill -TERM " .. pid)
+    local rc = eventually(function() return tonumber(read(rcf) or "") end, "the exit status")
+    assert.equal(0, rc, read(log))
+    assert.truthy((read(log) or ""):find("stopped before starting", 1, true), read(log))
+  end)
 end)
