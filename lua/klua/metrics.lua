@@ -18,8 +18,8 @@
 -- C registry's rules, so that tests see the same errors as the runtime.
 local klua = require("klua")
 
-local type, pairs, ipairs, tostring, error, select, setmetatable =
-  type, pairs, ipairs, tostring, error, select, setmetatable
+local type, pairs, ipairs, tostring, tonumber, error, select, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, error, select, setmetatable
 local concat, sort, fmt = table.concat, table.sort, string.format
 local huge = math.huge
 
@@ -160,18 +160,20 @@ local function series(m, labels)
   return s
 end
 
+-- A number argument; numeric strings pass, as luaL_checknumber lets them.
 local function number(m, v, what)
-  if type(v) ~= "number" then
+  local x = (type(v) == "number" or type(v) == "string") and tonumber(v)
+  if not x then
     error(m.name .. ": " .. what .. " must be a number, got " .. type(v), 3)
   end
-  return v
+  return x
 end
 
 local function inc_sign(m, sign, ...)
   local labels, n = ...
   if type(labels) == "number" then labels, n = nil, labels end
   if n == nil then n = 1 end
-  number(m, n, "the amount")
+  n = number(m, n, "the amount")
   local s = series(m, labels)
   if m.type == "counter" then
     if sign < 0 or n < 0 then error(m.name .. ": a counter only goes up", 3) end

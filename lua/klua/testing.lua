@@ -14,10 +14,10 @@
 -- env:object), caches filled from it (env:add/set/remove change both; writes
 -- made by the script reach the caches only on env:sync(), as an informer
 -- would deliver them later), a recording client (env.client.calls), events
--- (env.events), logs (env.logs), the script's metrics (env.metrics, a
--- registry of its own: env.metrics:value(name, labels)), a settable clock (env:advance) and
--- environment variables for klua.getenv (opts.env). Reference:
--- docs/lua-api.md, "Testing your controller".
+-- (env.events), logs (env.logs), the script's klua.metrics (env.metrics, a
+-- registry per environment: env.metrics:value(name, labels)), a settable
+-- clock (env:advance) and environment variables for klua.getenv (opts.env).
+-- Reference: docs/lua-api.md, "Testing your controller".
 local T = {}
 
 local type, pairs, ipairs, tostring, next, setmetatable, getmetatable, error, select =

@@ -39,6 +39,8 @@ for _, p in ipairs(providers) do
       assert.equal(1, c:value({ namespace = "b", kind = "" }))
       assert.equal(1, c:value({ namespace = "7", kind = "true" }))
       assert.equal(0, c:value({ namespace = "never" }))
+      c:inc({ namespace = "s" }, "2") -- a numeric string is a number (luaL_checknumber)
+      assert.equal(2, c:value({ namespace = "s" }))
     end)
 
     it("defining the same metric again returns one metric with shared values", function()
