@@ -175,7 +175,7 @@ check "the standby has no reconcile metrics, the leader has" \
 LPID_V="PID_$LEADER"
 T0=$(now)
 kill -KILL "${!LPID_V}"
-wait "${!LPID_V}" 2>/dev/null
+{ wait "${!LPID_V}"; } 2>/dev/null # no "Killed" notice
 SID_V="ID_$STANDBY"
 wait_holder "${!SID_V}" 21
 RC=$?
