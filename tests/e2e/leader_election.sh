@@ -91,7 +91,7 @@ start_replica() {
   eval "PID_$name=$pid PORT_$name=$port ID_$name="
   local id=
   for _ in $(seq 100); do
-    id=$(grep -o 'attempting to acquire the lease.*' "$D/$name.log" | grep -o 'identity=[^ ]*' | head -1)
+    id=$(grep -o 'attempting to acquire the lease.*' "$D/$name.log" 2>/dev/null | grep -o 'identity=[^ ]*' | head -1)
     id=${id#identity=}
     id=${id//\"/}
     [ -n "$id" ] && break
