@@ -713,7 +713,19 @@ static void emit_obj_members(kl_buf *b, const cJSON *v, int ind,
   cJSON_ArrayForEach(m, v) {
     if (!(first && first_inline)) indent(b, ind);
     first = false;
-    emit_key(b, m->string);
+    /* A simple key may be at most 1024 characters long (YAML 1.1, 7.4.2):
+     * a longer one takes the explicit form "? key" NEWLINE ": value". */
+    kl_buf key = KL_BUF_INIT;
+    emit_key(&key, m->string);
+    if (key.len > 1000) {
+      kl_buf_adds(b, "? ");
+      kl_buf_add(b, key.data, key.len);
+      kl_buf_addc(b, '\n');
+      indent(b, ind);
+    } else {
+      kl_buf_add(b, key.data, key.len);
+    }
+    kl_buf_free(&key);
     kl_buf_addc(b, ':');
     if (cJSON_IsObject(m) && m->child) {
       kl_buf_addc(b, '\n');

@@ -288,6 +288,51 @@ TEST(yaml_emit_block_starting_with_tab) {
   free(text);
 }
 
+/* fuzz_manifest: a mapping key longer than YAML's 1024-character limit for
+ * simple keys was emitted as "key: value", which does not read back; it now
+ * takes the explicit form "? key" / ": value". The saved inputs
+ * (fuzz_manifest-long-key-*) hold such keys with quotes and backslashes;
+ * here, plain long keys at the top level, nested, and in a list item. */
+TEST(yaml_emit_long_keys) {
+  char key[1501];
+  memset(key, 'k', 1500);
+  key[1500] = 0;
+  cJSON *doc = cJSON_CreateObject();
+  cJSON_AddStringToObject(doc, key, "top");
+  cJSON *inner = cJSON_AddObjectToObject(doc, "inner");
+  cJSON_AddNumberToObject(cJSON_AddObjectToObject(inner, key), "n", 1);
+  cJSON *item = cJSON_CreateObject();
+  cJSON_AddStringToObject(item, key, "in a list");
+  cJSON_AddItemToArray(cJSON_AddArrayToObject(doc, "list"), item);
+  char *y = kl_yaml_emit(doc);
+  cJSON *back = NULL;
+  CHECK_EQ_INT(kl_manifest_parse_one(y, strlen(y), &back, NULL), 0);
+  CHECK(back && cJSON_Compare(doc, back, 1));
+  for (const char *name = "fuzz_manifest-long-key-3adc3e5bdf2c347ee186693fab3113adea069544";
+       name; name = NULL) {
+    size_t n = 0;
+    char *text = load(name, &n);
+    CHECK(text != NULL);
+    cJSON *docs = NULL;
+    if (text && kl_manifest_parse(text, n, NULL, 0, &docs, NULL) == 0) {
+      const cJSON *d;
+      cJSON_ArrayForEach(d, docs) {
+        char *yy = kl_yaml_emit(d);
+        cJSON *bb = NULL;
+        CHECK_EQ_INT(kl_manifest_parse_one(yy, strlen(yy), &bb, NULL), 0);
+        CHECK(bb && cJSON_Compare(d, bb, 1));
+        cJSON_Delete(bb);
+        free(yy);
+      }
+    }
+    cJSON_Delete(docs);
+    free(text);
+  }
+  cJSON_Delete(back);
+  cJSON_Delete(doc);
+  free(y);
+}
+
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
   RUN(apply_entry_without_time);
@@ -297,5 +342,6 @@ int main(void) {
   RUN(yaml_emit_line_separator);
   RUN(yaml_emit_trailing_blank_lines);
   RUN(yaml_emit_block_starting_with_tab);
+  RUN(yaml_emit_long_keys);
   return ctest_summary();
 }
