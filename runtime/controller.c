@@ -1,14 +1,18 @@
 /* controller.c: the controller manager behind `klua run`: Lua states with a
- * reconcile budget (kl_vm + kl_watchdog), one informer per cache id, event
- * plumbing into one workqueue per controller, worker and hook threads, hot
- * reload by generations, and graceful shutdown. See docs/running.md.
+ * reconcile budget (kl_vm + kl_watchdog), one cache per cache id on
+ * informers shared through a factory (waiting for kinds not served yet),
+ * event plumbing into one workqueue per controller, worker and hook
+ * threads, hot reload by generations, graceful shutdown, and what
+ * production needs: the event recorder behind klua.event, workqueue and
+ * informer metrics, the "workers" liveness check. See docs/running.md.
  *
- * Threads: the main thread (kl_ctl_* calls, reloads); one reflector thread
- * per cache (store writes, Lua index functions, event handlers that only
- * enqueue or hand events to the hooks thread); per generation one hooks
- * thread (on_add/on_update/on_delete/on_state hooks and map functions, in
- * its own state) and N workers per controller (each with its own state);
- * one watchdog thread. */
+ * Threads: the main thread (kl_ctl_* calls, reloads); per informer a
+ * reflector and pop thread (store writes, Lua index functions) and one
+ * thread per handler (handlers only enqueue or hand events to the hooks
+ * thread); per generation one hooks thread (on_add/on_update/on_delete/
+ * on_state hooks and map functions, in its own state) and N workers per
+ * controller (each with its own state); one watchdog thread; the event
+ * recorder's thread; HTTP threads running kl_ctl_check_workers. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -563,7 +567,8 @@ static spec *spec_read(kl_vm *vm) {
 }
 
 /* ===================================================================== */
-/* sources: one informer per cache id, shared by every generation         */
+/* sources: one per cache id, shared by every generation; informers come  */
+/* from the factory (one per collection + selectors)                     */
 
 typedef struct gen gen;
 

@@ -2,8 +2,9 @@
  * Three layers: kl_vm (one LuaJIT state loaded with the user's script, owned
  * by one thread, with a reconcile budget enforced by a kl_watchdog), the C
  * backend those states read the cache and write the API through
- * (lua_runtime.c), and kl_ctl, the manager: informers per cache, one
- * workqueue per controller, worker and hook threads, hot reload, shutdown.
+ * (lua_runtime.c), and kl_ctl, the manager: shared informers per cache, one
+ * workqueue per controller, worker and hook threads, hot reload, shutdown,
+ * the event recorder, metrics and the workers liveness check.
  * Thread-safety: a kl_vm is used by the thread that created it (the
  * watchdog only arms its hook); kl_ctl functions are called from one
  * thread (the command's main thread); the log context is per thread. */
