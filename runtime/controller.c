@@ -567,7 +567,7 @@ static spec *spec_read(kl_vm *vm) {
 }
 
 /* ===================================================================== */
-/* sources: one per cache id, shared by every generation; informers come  */
+/* sources: one per cache id, shared by every generation; informers come */
 /* from the factory (one per collection + selectors)                     */
 
 typedef struct gen gen;
