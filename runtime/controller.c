@@ -230,6 +230,11 @@ static int vm_aborting(lua_State *L) {
   return 1;
 }
 
+static int vm_os_exit(lua_State *L) {
+  return luaL_error(L, "os.exit is not allowed in a controller script: klua "
+                       "keeps running (return, or raise an error, instead)");
+}
+
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
   if (!slash) return kl_strdup(".");
@@ -251,6 +256,12 @@ int kl_vm_new(const kl_vm_opts *o, kl_vm **out, char **err) {
   }
   vm->L = L;
   luaL_openlibs(L);
+  /* os.exit would end the whole runtime (every controller, the lease, the
+   * probes): in a controller script it raises instead. */
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, vm_os_exit);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
   if (!o->jit) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_pushlightuserdata(L, vm);
   lua_setfield(L, LUA_REGISTRYINDEX, "klua.vm");

@@ -207,6 +207,30 @@ klua.controller({ name = "errs", watch = { api_version = "v1", kind = "ConfigMap
     assert(ok, err)
   end)
 
+  it("turns os.exit in a reconcile into an error: the runtime keeps running", function()
+    put_cm("quit", 1)
+    local pid, log = run(HEADER .. [[
+klua.controller({ name = "quitter", watch = { api_version = "v1", kind = "ConfigMap" },
+  workers = 1,
+  reconcile = function(req)
+    if req.name == "quit" and val(req) == "1" then os.exit(3) end
+    klua.log.info("reconciled", { k = req.key, v = val(req) })
+  end })
+]])
+    local ok, err = pcall(function()
+      local s = wait_log(log, function(t) return t:find("os.exit is not allowed", 1, true) end,
+        "the os.exit error")
+      assert.truthy(s:find("reconcile of ConfigMap default/quit failed[^\n]*os.exit is not allowed"))
+      assert.is_true(alive(pid))
+      put_cm("quit", 2)
+      wait_log(log, function(t) return t:find("k=default/quit v=2", 1, true) end,
+        "a reconcile after the os.exit")
+      assert.is_true(alive(pid))
+    end)
+    stop(pid)
+    assert(ok, err)
+  end)
+
   it("exits 1 with FILE:LINE when the script fails at load", function()
     local path = dir .. "/bad.lua"
     write(path, "local klua = require('klua')\n\nlocal t = nil\nt.x = 1\n")
