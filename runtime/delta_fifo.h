@@ -4,7 +4,8 @@
  * informer (pop, with a process function that applies the deltas to the
  * store). Also defines kl_delta/kl_deltas, shared with real_fifo.h.
  * Thread-safety: every function may be called from any thread (one mutex +
- * condvar); pop's process function runs with the queue's lock held. */
+ * condvar); pop's process function runs with the queue's lock held,
+ * pop_batch's without it (see docs/fifo.md, "Batches"). */
 #ifndef KL_DELTA_FIFO_H
 #define KL_DELTA_FIFO_H
 
@@ -84,6 +85,23 @@ typedef struct kl_delta_fifo_opts {
  * add_if_not_present semantics); any other code is handed back by pop. */
 typedef int (*kl_fifo_process_fn)(kl_deltas *deltas, bool initial, void *ud);
 
+/* Process function for pop_batch: gets the n popped items in pop order
+ * (items[i] and initial[i], borrowed for the call; read-only: producers may
+ * read them concurrently) and sets rcs[i] (zeroed before the call) for each:
+ * 0 done; KL_EAGAIN re-queues item i (DeltaFIFO only: ahead of any deltas
+ * its key got meanwhile, never behind them; RealFIFO drops it, as pop
+ * does); any other code is an error the function has already handled. It
+ * runs WITHOUT the queue's lock: it may call the queue's producers. */
+typedef void (*kl_fifo_batch_fn)(const kl_deltas *items, const bool *initial,
+                                 int *rcs, size_t n, void *ud);
+
+/* One watch event for push_batch: type is KL_DELTA_ADDED, _UPDATED or
+ * _DELETED; obj is borrowed (the queue takes its own reference). */
+typedef struct kl_fifo_op {
+  kl_delta_type type;
+  kl_obj *obj;
+} kl_fifo_op;
+
 /* Creates a queue with refcount 1 (opts may be NULL). Takes its own
  * reference to opts->known. */
 kl_delta_fifo *kl_delta_fifo_new(const kl_delta_fifo_opts *opts);
@@ -98,6 +116,11 @@ int kl_delta_fifo_update(kl_delta_fifo *f, kl_obj *obj);
 /* Queues a Deleted delta unless the key is neither queued nor known (then it
  * was already deleted, e.g. by a relist: a no-op returning 0). */
 int kl_delta_fifo_delete(kl_delta_fifo *f, kl_obj *obj);
+/* add/update/delete of ops[0..n) in order under one lock hold, waking the
+ * consumer once. Returns 0, or KL_EINVAL (a NULL object or another type:
+ * nothing is queued; or called from inside this queue's process function). */
+int kl_delta_fifo_push_batch(kl_delta_fifo *f, const kl_fifo_op *ops,
+                             size_t n);
 /* A Replaced (or Sync) delta for every object of list, then a tombstone
  * Deleted delta for every key queued or known but absent from list. The
  * resource version is accepted for symmetry and ignored (as in client-go). */
@@ -116,6 +139,18 @@ int kl_delta_fifo_add_if_not_present(kl_delta_fifo *f, kl_deltas *d);
  * before close are still handed out), or KL_ETIMEDOUT. */
 int kl_delta_fifo_pop(kl_delta_fifo *f, double timeout, kl_fifo_process_fn
                       process, void *ud);
+/* Batch pop: waits like pop, then takes up to max (0: no limit) queued keys
+ * with all their deltas in one lock hold and calls fn on them WITHOUT the
+ * lock, so producers are never blocked by processing. Until fn returns and
+ * the batch is settled, the popped keys count as present for delete,
+ * replace and resync (a relist meanwhile tombstones them as if still
+ * queued; their older state never comes back through a Sync), has_synced
+ * stays false if they belong to the initial list, and other pops wait
+ * (one batch at a time keeps per-key order). Returns the number of items
+ * handed to fn (> 0), KL_ECLOSED, KL_ETIMEDOUT, or KL_EINVAL (fn NULL, or
+ * called from a pop's process function). */
+int kl_delta_fifo_pop_batch(kl_delta_fifo *f, double timeout, size_t max,
+                            kl_fifo_batch_fn fn, void *ud);
 /* Like pop without a process function: moves the deltas into *out (a zeroed
  * or freed kl_deltas; caller frees) and sets *initial (may be NULL). Note
  * that has_synced may turn true before the caller applied them. */

@@ -1,9 +1,12 @@
 /* fifo_internal.h: the machinery DeltaFIFO (delta_fifo.c) and RealFIFO
  * (real_fifo.c) share: refcount, one mutex + condvar, a growable ring of
  * fixed-size entries, the closed/populated/initial-count state behind
- * has_synced, the blocking wait for an entry, and the guard that refuses
- * calls from inside the queue's own process function. Internal: included by
- * those two files only. Thread-safety: callers hold mu as each helper says. */
+ * has_synced, the blocking wait for an entry (or a batch of entries), and
+ * the guard that refuses calls from inside the queue's own process
+ * function. Internal: included by those two files only.
+ * Thread-safety: callers hold mu as each helper says. A batch taken by
+ * kl__fifo_take_batch is processed outside mu; while it is (busy), no other
+ * pop takes anything, so one key is never processed by two pops at once. */
 #ifndef KL_FIFO_INTERNAL_H
 #define KL_FIFO_INTERNAL_H
 
@@ -61,6 +64,16 @@ typedef struct kl__fifo {
   bool populated;       /* something was queued or replaced */
   size_t initial_count; /* entries of the first Replace not yet popped */
   bool closed;
+  /* A batch is being processed outside mu. Pops wait until it is done;
+   * producers see its entries through the owner's in-flight view. */
+  bool busy;
+  size_t inflight_initial; /* entries of the busy batch counted initial */
+  /* The busy batch: n entries of esz bytes, their initial flags and result
+   * codes. Reused from batch to batch; the popper owns them while busy. */
+  char *bv;
+  bool *binit;
+  int *brc;
+  size_t bn, bcap;
   kl_store *known; /* the queue's reference, or NULL */
   const char *module; /* for log lines */
 } kl__fifo;
@@ -91,6 +104,9 @@ static inline bool kl__fifo_unref(kl__fifo *f) {
 
 static inline void kl__fifo_destroy(kl__fifo *f) {
   free(f->ring.v);
+  free(f->bv);
+  free(f->binit);
+  free(f->brc);
   if (f->known) kl_store_unref(f->known);
   pthread_cond_destroy(&f->cond);
   pthread_mutex_destroy(&f->mu);
@@ -132,31 +148,86 @@ static inline void kl__deadline_after(struct timespec *ts, double timeout) {
   }
 }
 
+/* With mu held, waits up to timeout seconds (< 0: forever) until an entry
+ * is queued and no batch is busy. Returns 0, KL_ECLOSED (closed and empty)
+ * or KL_ETIMEDOUT. */
+static inline int kl__fifo_wait(kl__fifo *f, double timeout) {
+  struct timespec ts;
+  if (timeout >= 0) kl__deadline_after(&ts, timeout);
+  while (f->ring.len == 0 || f->busy) {
+    if (f->closed && f->ring.len == 0) return KL_ECLOSED;
+    if (timeout < 0) {
+      pthread_cond_wait(&f->cond, &f->mu);
+    } else if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT) {
+      if (f->ring.len == 0 || f->busy)
+        return f->closed && f->ring.len == 0 ? KL_ECLOSED : KL_ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
 /* With mu held, waits up to timeout seconds (< 0: forever) for an entry and
  * takes the oldest into out, setting *initial (part of the first Replace,
  * or nothing popped since). Returns 0, KL_ECLOSED (closed and empty) or
  * KL_ETIMEDOUT. */
 static inline int kl__fifo_wait_take(kl__fifo *f, double timeout, void *out,
                                      bool *initial) {
-  struct timespec ts;
-  if (timeout >= 0) kl__deadline_after(&ts, timeout);
-  while (f->ring.len == 0) {
-    if (f->closed) return KL_ECLOSED;
-    if (timeout < 0) {
-      pthread_cond_wait(&f->cond, &f->mu);
-    } else if (pthread_cond_timedwait(&f->cond, &f->mu, &ts) == ETIMEDOUT) {
-      if (f->ring.len == 0) return f->closed ? KL_ECLOSED : KL_ETIMEDOUT;
-    }
-  }
+  int rc = kl__fifo_wait(f, timeout);
+  if (rc) return rc;
   *initial = !(f->populated && f->initial_count == 0);
   kl__ring_pop(&f->ring, out);
   if (f->initial_count > 0) f->initial_count--;
   return 0;
 }
 
+/* With mu held, waits like kl__fifo_wait_take, then takes up to max (0: no
+ * limit) of the oldest entries into f->bv[0..f->bn), their initial flags
+ * into f->binit and zeroes f->brc, and marks f busy. The entries still
+ * counted by has_synced stay counted (inflight_initial) until
+ * kl__fifo_batch_done. Returns 0, KL_ECLOSED or KL_ETIMEDOUT. */
+static inline int kl__fifo_take_batch(kl__fifo *f, double timeout,
+                                      size_t max) {
+  int rc = kl__fifo_wait(f, timeout);
+  if (rc) return rc;
+  size_t n = f->ring.len;
+  if (max && n > max) n = max;
+  if (n > f->bcap) {
+    size_t cap = f->bcap ? f->bcap : 16;
+    while (cap < n) cap *= 2;
+    free(f->bv);
+    free(f->binit);
+    free(f->brc);
+    f->bv = kl_malloc(cap * f->ring.esz);
+    f->binit = kl_malloc(cap * sizeof *f->binit);
+    f->brc = kl_malloc(cap * sizeof *f->brc);
+    f->bcap = cap;
+  }
+  for (size_t i = 0; i < n; i++) {
+    f->binit[i] = !(f->populated && f->initial_count == 0);
+    kl__ring_pop(&f->ring, f->bv + i * f->ring.esz);
+    f->brc[i] = 0;
+    if (f->initial_count > 0) {
+      f->initial_count--;
+      f->inflight_initial++;
+    }
+  }
+  f->bn = n;
+  f->busy = true;
+  return 0;
+}
+
+/* With mu held: the busy batch is finished (its entries were applied or
+ * re-queued); has_synced may now count them, and waiting pops go on. */
+static inline void kl__fifo_batch_done(kl__fifo *f) {
+  f->busy = false;
+  f->bn = 0;
+  f->inflight_initial = 0;
+  pthread_cond_broadcast(&f->cond);
+}
+
 static inline bool kl__fifo_has_synced(kl__fifo *f) {
   if (kl__fifo_enter(f)) return false;
-  bool r = f->populated && f->initial_count == 0;
+  bool r = f->populated && f->initial_count == 0 && f->inflight_initial == 0;
   pthread_mutex_unlock(&f->mu);
   return r;
 }

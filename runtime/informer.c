@@ -2,11 +2,15 @@
  * docs/informers.md).
  *
  * Threads: the reflector's own; the controller thread (pop loop + resync
- * timer); one dispatcher per handler with a function. Lock order: queue
- * lock (pop's process runs under it) -> inf->mu -> handler mu. inf->mu is
- * client-go's blockDeltas: held while deltas are applied and distributed,
- * and while a late handler gets its replay, so the replay and the live
- * notifications never overlap. */
+ * timer); one dispatcher per handler with a function. The pop loop takes
+ * whatever is queued as one batch (pop_batch) and applies it WITHOUT the
+ * queue's lock, so the reflector keeps queueing meanwhile; the queue keeps
+ * the batch visible to its delete/replace/resync until it is settled (see
+ * delta_fifo.c). Lock order: inf->mu -> store locks, and inf->mu -> handler
+ * mu; the queue lock is never held while inf->mu is taken by this file.
+ * inf->mu is client-go's blockDeltas: held while deltas are applied and
+ * distributed, and while a late handler gets its replay, so the replay and
+ * the live notifications never overlap. */
 #include "informer.h"
 
 #include <pthread.h>
@@ -195,9 +199,9 @@ struct kl_informer {
   char *name;
 
   pthread_mutex_t mu; /* blockDeltas; handlers; stats */
-  /* wait_for_sync sleeps here; signalled after every processed item. A
-   * lock of its own: has_synced takes the queue lock, which must never be
-   * taken while holding mu */
+  /* wait_for_sync sleeps here; signalled after every pop batch (once the
+   * queue has settled it, so has_synced counts it). A lock of its own:
+   * has_synced takes the queue lock, never taken while holding mu */
   pthread_mutex_t smu;
   pthread_cond_t scv;
   kl_handler **hs;
@@ -256,7 +260,7 @@ static void notify_delete(kl_informer *inf, kl_obj *last, const char *key,
 
 /* RealFIFO's replace batch: one store transaction; notifications computed
  * against the store's contents before it. */
-static int apply_batch(kl_informer *inf, kl_deltas *d, bool initial) {
+static int apply_batch(kl_informer *inf, const kl_deltas *d, bool initial) {
   kl_objv old = {0};
   kl_store_list(inf->store, &old);
   kl_hmap prev;
@@ -288,42 +292,70 @@ static int apply_batch(kl_informer *inf, kl_deltas *d, bool initial) {
   return rc;
 }
 
-/* client-go's processDeltas. */
-static int process(kl_deltas *d, bool initial, void *ud) {
+/* Store writes of one batch, applied under one store write-lock hold per
+ * KL__CHUNK deltas and notified in order right after. */
+#define KL__CHUNK 256
+
+typedef struct pending {
+  kl_store_op op[KL__CHUNK];
+  const kl_delta *d[KL__CHUNK];
+  bool initial[KL__CHUNK];
+  size_t n;
+} pending;
+
+/* client-go's processDeltas for the deltas gathered in p: Deleted removes
+ * the key and notifies with the delta's object (or the cached one when a
+ * tombstone carries none); anything else is an upsert notified as an add
+ * or an update of the cached state. */
+static void flush(kl_informer *inf, pending *p) {
+  if (!p->n) return;
+  kl_store_apply(inf->store, p->op, p->n);
+  for (size_t i = 0; i < p->n; i++) {
+    kl_store_op *op = &p->op[i];
+    const kl_delta *x = p->d[i];
+    if (x->type == KL_DELTA_DELETED) {
+      notify_delete(inf, x->obj ? x->obj : op->old, op->key, x->tombstone);
+    } else if (op->rc) {
+      kl_log(KL_LOG_WARN, MOD, "%s: %s: store rejected it: %s", inf->name,
+             kl_obj_key(x->obj), kl_strerror(op->rc));
+    } else {
+      notify_upsert(inf, op->old, x->obj, p->initial[i]);
+    }
+    kl_obj_unref(op->old);
+  }
+  p->n = 0;
+}
+
+/* The pop loop's batch function: every popped item in pop order, each
+ * item's deltas oldest first, under one hold of blockDeltas. */
+static void process_batch(const kl_deltas *items, const bool *initial,
+                          int *rcs, size_t n, void *ud) {
   kl_informer *inf = ud;
+  (void)rcs; /* every item is applied: nothing is retried */
+  pending *p = kl_malloc(sizeof *p);
+  p->n = 0;
   pthread_mutex_lock(&inf->mu);
-  if (d->replace_batch) {
-    apply_batch(inf, d, initial);
-  } else {
-    for (size_t i = 0; i < d->n; i++) {
-      kl_delta *x = &d->v[i];
-      const char *key = kl_delta_key(x);
-      if (x->type == KL_DELTA_DELETED) {
-        kl_obj *last = x->obj ? kl_obj_ref(x->obj)
-                              : kl_store_get_by_key(inf->store, key);
-        kl_store_delete_key(inf->store, key);
-        notify_delete(inf, last, key, x->tombstone);
-        kl_obj_unref(last);
-        continue;
-      }
-      if (!x->obj) continue;
-      kl_obj *old = kl_store_get_by_key(inf->store, key);
-      int rc = old ? kl_store_update(inf->store, x->obj)
-                   : kl_store_add(inf->store, x->obj);
-      if (rc) {
-        kl_log(KL_LOG_WARN, MOD, "%s: %s: store rejected it: %s", inf->name,
-               key, kl_strerror(rc));
-      } else {
-        notify_upsert(inf, old, x->obj, initial);
-      }
-      kl_obj_unref(old);
+  for (size_t i = 0; i < n; i++) {
+    const kl_deltas *d = &items[i];
+    if (d->replace_batch) {
+      flush(inf, p);
+      apply_batch(inf, d, initial[i]);
+      continue;
+    }
+    for (size_t j = 0; j < d->n; j++) {
+      const kl_delta *x = &d->v[j];
+      if (x->type != KL_DELTA_DELETED && !x->obj) continue;
+      if (p->n == KL__CHUNK) flush(inf, p);
+      kl_store_op *op = &p->op[p->n];
+      op->obj = x->type == KL_DELTA_DELETED ? NULL : x->obj;
+      op->key = kl_delta_key(x);
+      p->d[p->n] = x;
+      p->initial[p->n++] = initial[i];
     }
   }
+  flush(inf, p);
   pthread_mutex_unlock(&inf->mu);
-  pthread_mutex_lock(&inf->smu);
-  pthread_cond_broadcast(&inf->scv);
-  pthread_mutex_unlock(&inf->smu);
-  return 0;
+  free(p);
 }
 
 /* client-go's processor.shouldResync, run at every resync check: marks the
@@ -350,13 +382,24 @@ static bool should_resync(kl_informer *inf, double *period) {
   return any;
 }
 
+/* Items per pop batch: bounds how long a batch's keys stay in flight and
+ * how late has_synced's waiters hear of the last initial item. */
+#define KL__BATCH 1024
+
 static void *ctl_run(void *arg) {
   kl_informer *inf = arg;
   double next_check = 0;
   while (!atomic_load(&inf->stop)) {
-    int rc = inf->dq ? kl_delta_fifo_pop(inf->dq, 0.05, process, inf)
-                     : kl_real_fifo_pop(inf->rq, 0.05, process, inf);
+    int rc = inf->dq ? kl_delta_fifo_pop_batch(inf->dq, 0.05, KL__BATCH,
+                                               process_batch, inf)
+                     : kl_real_fifo_pop_batch(inf->rq, 0.05, KL__BATCH,
+                                              process_batch, inf);
     if (rc == KL_ECLOSED) break;
+    if (rc > 0) { /* has_synced may have turned true: once per batch */
+      pthread_mutex_lock(&inf->smu);
+      pthread_cond_broadcast(&inf->scv);
+      pthread_mutex_unlock(&inf->smu);
+    }
     double now = kl_now();
     if (now < next_check) continue;
     double period;

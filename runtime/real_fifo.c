@@ -1,6 +1,9 @@
 /* real_fifo.c: client-go's RealFIFO, in-order, with atomic replace batches
  * (see real_fifo.h). A ring of entries, each a kl_deltas; the locking, ring
- * and has_synced state are shared with delta_fifo.c (fifo_internal.h). */
+ * and has_synced state are shared with delta_fifo.c (fifo_internal.h).
+ * The entries of a batch being processed outside the lock (b.bv while
+ * b.busy) stay visible to replace and resync, ahead of the queued ones: a
+ * key there may not be in the known store yet, or only in an older state. */
 #include "real_fifo.h"
 
 #include <stdlib.h>
@@ -34,12 +37,13 @@ void kl_real_fifo_unref(kl_real_fifo *f) {
   free(f);
 }
 
-/* Appends an entry, taking over d (left empty). */
+/* Appends an entry, taking over d (left empty). The caller wakes. */
 static void push_entry(kl_real_fifo *f, kl_deltas *d) {
   kl__ring_push(&f->b.ring, d);
   memset(d, 0, sizeof *d);
-  pthread_cond_broadcast(&f->b.cond);
 }
+
+static void wake(kl_real_fifo *f) { pthread_cond_broadcast(&f->b.cond); }
 
 static void push_one(kl_real_fifo *f, kl_delta_type type, kl_obj *obj) {
   kl_deltas d = KL_DELTAS_INIT;
@@ -55,6 +59,7 @@ static int add_delta(kl_real_fifo *f, kl_delta_type type, kl_obj *obj) {
   if (rc) return rc;
   f->b.populated = true;
   push_one(f, type, kl_obj_ref(obj));
+  wake(f);
   pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
@@ -69,18 +74,37 @@ int kl_real_fifo_delete(kl_real_fifo *f, kl_obj *obj) {
   return add_delta(f, KL_DELTA_DELETED, obj);
 }
 
-/* Maps every queued key to its newest queued delta (borrowed) and appends
- * the keys to order (if not NULL) in order of first appearance. */
-static void scan_queue(kl_real_fifo *f, kl_hmap *last, kl_strv *order) {
-  for (size_t i = 0; i < f->b.ring.len; i++) {
-    kl_deltas *e = AT(f, i);
-    for (size_t j = 0; j < e->n; j++) {
-      const char *k = kl_delta_key(&e->v[j]);
-      if (kl_hmap_put(last, k, &e->v[j]) == NULL && order) {
-        kl_strv_push(order, k);
-      }
-    }
+int kl_real_fifo_push_batch(kl_real_fifo *f, const kl_fifo_op *ops,
+                            size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (!ops[i].obj || ops[i].type < KL_DELTA_ADDED ||
+        ops[i].type > KL_DELTA_DELETED)
+      return KL_EINVAL;
   }
+  int rc = enter(f);
+  if (rc) return rc;
+  f->b.populated = true;
+  for (size_t i = 0; i < n; i++)
+    push_one(f, ops[i].type, kl_obj_ref(ops[i].obj));
+  if (n) wake(f);
+  pthread_mutex_unlock(&f->b.mu);
+  return 0;
+}
+
+static void scan_entry(kl_deltas *e, kl_hmap *last, kl_strv *order) {
+  for (size_t j = 0; j < e->n; j++) {
+    const char *k = kl_delta_key(&e->v[j]);
+    if (kl_hmap_put(last, k, &e->v[j]) == NULL && order) kl_strv_push(order, k);
+  }
+}
+
+/* Maps every key in flight (the busy batch) or queued to its newest delta
+ * (borrowed) and appends the keys to order (if not NULL) in order of first
+ * appearance. */
+static void scan_queue(kl_real_fifo *f, kl_hmap *last, kl_strv *order) {
+  for (size_t i = 0; f->b.busy && i < f->b.bn; i++)
+    scan_entry((kl_deltas *)f->b.bv + i, last, order);
+  for (size_t i = 0; i < f->b.ring.len; i++) scan_entry(AT(f, i), last, order);
 }
 
 int kl_real_fifo_replace(kl_real_fifo *f, kl_obj *const *list, size_t n,
@@ -137,6 +161,7 @@ int kl_real_fifo_replace(kl_real_fifo *f, kl_obj *const *list, size_t n,
     f->b.populated = true;
     f->b.initial_count = f->b.ring.len;
   }
+  wake(f);
   pthread_mutex_unlock(&f->b.mu);
   return 0;
 }
@@ -157,6 +182,7 @@ int kl_real_fifo_resync(kl_real_fifo *f) {
     }
     kl_strv_free(&keys);
     kl_hmap_free(&last);
+    if (f->b.ring.len) wake(f);
   }
   pthread_mutex_unlock(&f->b.mu);
   return 0;
@@ -173,6 +199,34 @@ int kl_real_fifo_pop(kl_real_fifo *f, double timeout,
   pthread_mutex_unlock(&f->b.mu);
   kl_deltas_free(&d); /* empty when nothing was taken */
   return rc;
+}
+
+int kl_real_fifo_pop_batch(kl_real_fifo *f, double timeout, size_t max,
+                           kl_fifo_batch_fn fn, void *ud) {
+  if (!fn) return KL_EINVAL;
+  int rc = enter(f);
+  if (rc) return rc;
+  rc = kl__fifo_take_batch(&f->b, timeout, max);
+  if (rc) {
+    pthread_mutex_unlock(&f->b.mu);
+    return rc;
+  }
+  size_t n = f->b.bn;
+  kl_deltas *v = (kl_deltas *)f->b.bv;
+  pthread_mutex_unlock(&f->b.mu);
+
+  fn(v, f->b.binit, f->b.brc, n, ud);
+
+  /* settle; the entries are freed outside the lock, from a copy (another
+   * batch may reuse bv as soon as the lock is released) */
+  kl_deltas stack[16], *done = n <= 16 ? stack : kl_malloc(n * sizeof *done);
+  memcpy(done, v, n * sizeof *done);
+  pthread_mutex_lock(&f->b.mu);
+  kl__fifo_batch_done(&f->b);
+  pthread_mutex_unlock(&f->b.mu);
+  for (size_t i = 0; i < n; i++) kl_deltas_free(&done[i]);
+  if (done != stack) free(done);
+  return (int)n;
 }
 
 int kl_real_fifo_pop_deltas(kl_real_fifo *f, double timeout, kl_deltas *out,

@@ -3,7 +3,8 @@
  * ONE queue entry (a replace batch) so the consumer can apply the relist as
  * a single store transaction. The informer picks it or the DeltaFIFO.
  * Thread-safety: every function may be called from any thread (one mutex +
- * condvar); pop's process function runs with the queue's lock held. */
+ * condvar); pop's process function runs with the queue's lock held,
+ * pop_batch's without it. */
 #ifndef KL_REAL_FIFO_H
 #define KL_REAL_FIFO_H
 
@@ -29,6 +30,12 @@ void kl_real_fifo_unref(kl_real_fifo *f);
 int kl_real_fifo_add(kl_real_fifo *f, kl_obj *obj);
 int kl_real_fifo_update(kl_real_fifo *f, kl_obj *obj);
 int kl_real_fifo_delete(kl_real_fifo *f, kl_obj *obj);
+/* One entry per op, in order, under one lock hold, waking the consumer
+ * once. Returns 0, or KL_EINVAL (a NULL object or a type other than
+ * Added/Updated/Deleted: nothing is queued; or called from inside this
+ * queue's process function). */
+int kl_real_fifo_push_batch(kl_real_fifo *f, const kl_fifo_op *ops,
+                            size_t n);
 /* Appends ONE entry: a kl_deltas with replace_batch set and
  * resource_version copied, holding first a Replaced delta per list object
  * (list order), then a tombstone Deleted delta per key that is queued
@@ -48,6 +55,14 @@ int kl_real_fifo_resync(kl_real_fifo *f);
  * KL_ETIMEDOUT. */
 int kl_real_fifo_pop(kl_real_fifo *f, double timeout,
                      kl_fifo_process_fn process, void *ud);
+/* Batch pop: takes up to max (0: no limit) of the oldest entries in one
+ * lock hold and calls fn on them without the lock (see kl_fifo_batch_fn;
+ * KL_EAGAIN does not re-queue). Until the batch is settled its entries
+ * count as queued for replace and resync, has_synced stays false if they
+ * belong to the initial list, and other pops wait. Returns the number of
+ * entries handed to fn (> 0), KL_ECLOSED, KL_ETIMEDOUT or KL_EINVAL. */
+int kl_real_fifo_pop_batch(kl_real_fifo *f, double timeout, size_t max,
+                           kl_fifo_batch_fn fn, void *ud);
 /* Like pop without a process function: moves the entry into *out (a zeroed
  * or freed kl_deltas; the caller frees it with kl_deltas_free) and sets
  * *initial (may be NULL). */

@@ -27,6 +27,10 @@ typedef struct kl_reflector_sink {
   int (*replace)(void *ud, kl_obj *const *objs, size_t n,
                  const char *resource_version);
   void *ud;
+  /* optional: the watch events of one network read, in order, in one call
+   * (the queue sinks take them under one lock hold and wake the consumer
+   * once). NULL: add/update/del per event. */
+  int (*push_batch)(void *ud, const kl_fifo_op *ops, size_t n);
 } kl_reflector_sink;
 
 /* Ready-made sinks on a queue or a store (borrowed: must outlive the

@@ -468,6 +468,49 @@ static int upsert(kl_store *s, kl_obj *obj) {
 int kl_store_add(kl_store *s, kl_obj *obj) { return upsert(s, obj); }
 int kl_store_update(kl_store *s, kl_obj *obj) { return upsert(s, obj); }
 
+/* One write-lock hold for the whole batch: index values are computed first
+ * (under wmu only), then every op is published under rw at once. */
+int kl_store_apply(kl_store *s, kl_store_op *ops, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ops[i].old = NULL;
+    ops[i].rc = 0;
+    if (!ops[i].obj && !ops[i].key) return KL_EINVAL;
+  }
+  if (n == 0) return 0;
+  wlock(s);
+  size_t nix = s->nix, w = nix ? nix : 1;
+  kl_strv *vv = kl_calloc(n * w, sizeof *vv);
+  for (size_t i = 0; i < n; i++)
+    if (ops[i].obj) ops[i].rc = all_values(s->ix, nix, ops[i].obj, &vv[i * w]);
+  entry **dead = kl_malloc(n * sizeof *dead);
+  size_t nd = 0;
+  pthread_rwlock_wrlock(&s->rw);
+  for (size_t i = 0; i < n; i++) {
+    kl_store_op *op = &ops[i];
+    entry *old;
+    if (op->obj) {
+      if (op->rc) continue;
+      entry *ne = entry_build(s->vals, &vv[i * w], nix, kl_obj_ref(op->obj));
+      old = kl_hmap_put(&s->items, kl_obj_key(op->obj), ne);
+      if (old) entry_unlink(s->vals, old, ne);
+    } else {
+      old = kl_hmap_del(&s->items, op->key, NULL);
+      if (old) entry_unlink(s->vals, old, NULL);
+    }
+    if (old) {
+      op->old = kl_obj_ref(old->obj);
+      dead[nd++] = old;
+    }
+  }
+  pthread_rwlock_unlock(&s->rw);
+  wunlock(s);
+  for (size_t i = 0; i < nd; i++) entry_free(dead[i]);
+  free(dead);
+  for (size_t i = 0; i < n * w; i++) kl_strv_free(&vv[i]);
+  free(vv);
+  return 0;
+}
+
 int kl_store_delete_key(kl_store *s, const char *key) {
   if (!key) return KL_EINVAL;
   wlock(s);

@@ -79,6 +79,22 @@ int kl_store_add(kl_store *s, kl_obj *obj);
 int kl_store_update(kl_store *s, kl_obj *obj);
 int kl_store_delete(kl_store *s, const kl_obj *obj);
 int kl_store_delete_key(kl_store *s, const char *key);
+/* One write of a batch (kl_store_apply): an upsert of obj (borrowed; the
+ * store takes its own reference), or, with obj NULL, a delete of key
+ * (borrowed). apply fills old (a NEW reference to the object the key held
+ * before this op, or NULL: release it) and rc (0, or the index function's
+ * error: that op changed nothing). */
+typedef struct kl_store_op {
+  kl_obj *obj;
+  const char *key;
+  kl_obj *old;
+  int rc;
+} kl_store_op;
+/* Applies ops[0..n) in order under ONE hold of the write lock: readers see
+ * the store before the batch or after it, never in between; a key may
+ * appear more than once. Returns 0 (per-op results in rc/old), or KL_EINVAL
+ * when an op has neither obj nor key (then nothing is applied). */
+int kl_store_apply(kl_store *s, kl_store_op *ops, size_t n);
 /* Replaces the whole content atomically with objs[0..n) (indices rebuilt)
  * and records resource_version (may be NULL). */
 int kl_store_replace(kl_store *s, kl_obj *const *objs, size_t n,

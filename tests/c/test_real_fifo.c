@@ -232,6 +232,110 @@ TEST(close_unblocks_a_blocked_pop) {
   kl_real_fifo_unref(f);
 }
 
+/* ---- batches ---- */
+
+typedef struct seen {
+  int calls;
+  size_t n;
+  char keys[8][32];
+  bool initial[8];
+  bool synced_inside;
+  kl_real_fifo *f;
+  void (*during)(struct seen *);
+} seen;
+
+static void record(const kl_deltas *items, const bool *initial, int *rcs,
+                   size_t n, void *ud) {
+  seen *w = ud;
+  w->calls++;
+  w->n = n;
+  for (size_t i = 0; i < n && i < 8; i++) {
+    snprintf(w->keys[i], sizeof w->keys[i], "%s",
+             items[i].n ? kl_delta_key(&items[i].v[0]) : "");
+    w->initial[i] = initial[i];
+    rcs[i] = KL_EAGAIN; /* not re-queued in a RealFIFO */
+  }
+  if (w->f) w->synced_inside = kl_real_fifo_has_synced(w->f);
+  if (w->during) w->during(w);
+}
+
+TEST(push_batch_and_pop_batch_keep_arrival_order) {
+  kl_real_fifo *f = kl_real_fifo_new(NULL);
+  kl_obj *a1 = tu_configmap("ns", "a", "1"), *a2 = tu_configmap("ns", "a", "2");
+  kl_obj *b1 = tu_configmap("ns", "b", "1");
+  kl_fifo_op ops[] = {{KL_DELTA_ADDED, a1}, {KL_DELTA_ADDED, b1},
+                      {KL_DELTA_UPDATED, a2}, {KL_DELTA_DELETED, b1}};
+  CHECK_EQ_INT(kl_real_fifo_push_batch(f, ops, 4), 0);
+  CHECK_EQ_INT(kl_real_fifo_len(f), 4); /* no coalescing */
+  kl_fifo_op bad[] = {{KL_DELTA_ADDED, a1}, {KL_DELTA_REPLACED, a2}};
+  CHECK_EQ_INT(kl_real_fifo_push_batch(f, bad, 2), KL_EINVAL);
+  CHECK_EQ_INT(kl_real_fifo_len(f), 4);
+  seen w = {0};
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 1, 3, record, &w), 3);
+  CHECK_EQ_STR(w.keys[0], "ns/a");
+  CHECK_EQ_STR(w.keys[1], "ns/b");
+  CHECK_EQ_STR(w.keys[2], "ns/a");
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 1, 0, record, &w), 1);
+  CHECK_EQ_STR(w.keys[0], "ns/b");
+  CHECK_EQ_INT(kl_real_fifo_len(f), 0); /* KL_EAGAIN re-queued nothing */
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 0.01, 0, record, &w), KL_ETIMEDOUT);
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 0.01, 0, NULL, NULL), KL_EINVAL);
+  kl_real_fifo_close(f);
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 0.01, 0, record, &w), KL_ECLOSED);
+  kl_obj_unref(a1), kl_obj_unref(a2), kl_obj_unref(b1);
+  kl_real_fifo_unref(f);
+}
+
+static void relist_and_resync(seen *w) {
+  kl_obj *b2 = tu_configmap("ns", "b", "2");
+  CHECK_EQ_INT(kl_real_fifo_replace(w->f, &b2, 1, "9"), 0);
+  kl_obj_unref(b2);
+  CHECK_EQ_INT(kl_real_fifo_resync(w->f), 0);
+}
+
+/* A relist during a batch: a popped Added key (not in the store yet) gets a
+ * tombstone; a popped Deleted key gets none, nor does the store's stale
+ * copy of it; the resync that follows skips the in-flight keys. */
+TEST(replace_and_resync_during_batch_see_in_flight_entries) {
+  kl_store *s = kl_store_new();
+  kl_obj *k1 = tu_configmap("ns", "k", "1");
+  kl_store_add(s, k1);
+  kl_real_fifo *f = kl_real_fifo_new(s);
+  TU_ADD(f, kl_real_fifo_add, "ns", "a", "1");
+  TU_ADD(f, kl_real_fifo_delete, "ns", "k", "2");
+  seen w = {.f = f, .during = relist_and_resync};
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 1, 0, record, &w), 2);
+  CHECK_EQ_INT(kl_real_fifo_len(f), 1); /* the replace batch, no Sync */
+  kl_deltas d = pop(f, NULL);
+  CHECK(d.replace_batch);
+  CHECK_EQ_INT(d.n, 2);
+  if (d.n == 2) {
+    CHECK_EQ_STR(kl_delta_key(&d.v[0]), "ns/b");
+    CHECK_EQ_STR(kl_delta_key(&d.v[1]), "ns/a");
+    CHECK(d.v[1].tombstone);
+    CHECK_EQ_STR(tu_rv_of(&d.v[1]), "1");
+  }
+  kl_deltas_free(&d);
+  kl_obj_unref(k1);
+  kl_real_fifo_unref(f);
+  kl_store_unref(s);
+}
+
+TEST(has_synced_waits_for_the_batch_holding_the_first_replace) {
+  kl_real_fifo *f = kl_real_fifo_new(NULL);
+  kl_obj *a = tu_configmap("ns", "a", "1");
+  kl_real_fifo_replace(f, &a, 1, "3");
+  TU_ADD(f, kl_real_fifo_add, "ns", "late", "1");
+  seen w = {.f = f};
+  CHECK_EQ_INT(kl_real_fifo_pop_batch(f, 1, 0, record, &w), 2);
+  CHECK(!w.synced_inside);
+  CHECK(w.initial[0]);
+  CHECK(!w.initial[1]);
+  CHECK(kl_real_fifo_has_synced(f));
+  kl_obj_unref(a);
+  kl_real_fifo_unref(f);
+}
+
 /* ---- UndeltaStore ---- */
 
 typedef struct pushes {
@@ -301,6 +405,9 @@ int main(void) {
   RUN(failed_entry_is_not_requeued);
   RUN(entry_is_freed_when_process_returns_a_pop_code);
   RUN(close_unblocks_a_blocked_pop);
+  RUN(push_batch_and_pop_batch_keep_arrival_order);
+  RUN(replace_and_resync_during_batch_see_in_flight_entries);
+  RUN(has_synced_waits_for_the_batch_holding_the_first_replace);
   RUN(undelta_store_pushes_full_state_after_every_change);
   return ctest_summary();
 }

@@ -677,7 +677,8 @@ static void rec_unlock(rec *r) { pthread_mutex_unlock(&r->mu); }
 #define RGET(r, f) (rec_lock(&(r)), rec_tmp = (long)(r).f, rec_unlock(&(r)), rec_tmp)
 
 static kl_reflector_sink rec_sink(rec *r) {
-  return (kl_reflector_sink){rec_add, rec_update, rec_del, rec_replace, r};
+  return (kl_reflector_sink){rec_add, rec_update, rec_del, rec_replace, r,
+                             NULL};
 }
 
 static kl_reflector_opts base_opts(void) {

@@ -421,6 +421,55 @@ TEST(custom_index_fn_and_errors) {
   CHECK_EQ_INT(ud_freed, 7);
 }
 
+/* kl_store_apply: a batch of upserts and deletes in order, under one write
+ * lock hold, reporting each key's previous object and each op's result. */
+TEST(apply_batch_in_order_with_previous_objects) {
+  kl_store *s = kl_store_new();
+  CHECK_EQ_INT(kl_store_add_indexer(s, "ns", KL_INDEX_NAMESPACE, NULL), 0);
+  CHECK_EQ_INT(kl_store_add_index_fn(s, "first", fn_first_letter, NULL, NULL),
+               0);
+  kl_obj *a1 = mkp("ns1", "a", NULL, NULL);
+  kl_obj *a2 = mkp("ns2", "a", "\"resourceVersion\":\"2\"", NULL);
+  kl_obj *a3 = mkp("ns1", "a", "\"resourceVersion\":\"3\"", NULL);
+  kl_obj *b1 = mkp("ns1", "b", NULL, NULL);
+  kl_obj *bad = mkp("ns1", "bad", NULL, NULL);
+  CHECK_EQ_INT(kl_store_add(s, a1), 0);
+  kl_store_op ops[] = {
+      {.obj = a3},              /* replaces a1 */
+      {.obj = b1},              /* new */
+      {.obj = bad},             /* the index function refuses it */
+      {.key = "ns1/a"},         /* deletes a3 */
+      {.key = "ns1/zzz"},       /* unknown: nothing */
+      {.obj = a2},              /* another key (ns2/a) */
+      {.obj = b1},              /* the same version again */
+  };
+  CHECK_EQ_INT(kl_store_apply(s, ops, 7), 0);
+  CHECK(ops[0].old == a1 && ops[0].rc == 0);
+  CHECK(ops[1].old == NULL && ops[1].rc == 0);
+  CHECK_EQ_INT(ops[2].rc, KL_EINVAL);
+  CHECK(ops[2].old == NULL);
+  CHECK(ops[3].old == a3);
+  CHECK(ops[4].old == NULL && ops[4].rc == 0);
+  CHECK(ops[5].old == NULL);
+  CHECK(ops[6].old == b1);
+  for (int i = 0; i < 7; i++) kl_obj_unref(ops[i].old);
+  char *k = keys_of(s);
+  CHECK_EQ_STR(k, "ns1/b,ns2/a");
+  free(k);
+  CHECK_SV(kl_store_index_keys(s, "ns", "ns1", &sv_), "ns1/b");
+  CHECK_SV(kl_store_index_keys(s, "ns", "ns2", &sv_), "ns2/a");
+  CHECK_SV(kl_store_index_keys(s, "first", "a", &sv_), "ns2/a");
+  CHECK_EQ_INT(kl_store_check_indices(s), 0);
+  /* an op with neither object nor key: nothing applied */
+  kl_store_op bad_ops[] = {{.key = "ns1/b"}, {.obj = NULL, .key = NULL}};
+  CHECK_EQ_INT(kl_store_apply(s, bad_ops, 2), KL_EINVAL);
+  CHECK_EQ_INT(kl_store_len(s), 2);
+  CHECK_EQ_INT(kl_store_apply(s, NULL, 0), 0);
+  kl_obj_unref(a1), kl_obj_unref(a2), kl_obj_unref(a3), kl_obj_unref(b1);
+  kl_obj_unref(bad);
+  kl_store_unref(s);
+}
+
 /* A non-deterministic index function: the value changes on every call, so
  * an update must remove the values stored for the old version, not the
  * values recomputed from it. */
@@ -595,6 +644,7 @@ int main(void) {
   RUN(replace_is_a_whole_new_content);
   RUN(references_outlive_the_store);
   RUN(custom_index_fn_and_errors);
+  RUN(apply_batch_in_order_with_previous_objects);
   RUN(updates_remove_the_stored_values);
   RUN(index_sets_do_not_creep_under_churn);
   RUN(memory_ratio_10k_configmaps);
