@@ -21,9 +21,9 @@
 -- a jitter below 2, plus margin; runs that pass take 3-17 s),
 -- CHAOS_REPORT (a file to append one JSON line per seed to; scripts/soak).
 local core = require("klua_core")
+local H = dofile((os.getenv("KLUA_ROOT") or ".") .. "/tests/e2e/harness.lua")
 
-local ROOT = os.getenv("KLUA_ROOT") or "."
-local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local ROOT, KLUA = H.ROOT, H.KLUA
 local DRIVER = ROOT .. "/tests/e2e/chaos_driver.py"
 local SECONDS = tonumber(os.getenv("CHAOS_SECONDS") or "4")
 local CONVERGE = tonumber(os.getenv("CHAOS_CONVERGE") or "75")
@@ -33,46 +33,8 @@ for s in (os.getenv("CHAOS_SEEDS") or "1 2 3"):gmatch("%d+") do
   SEEDS[#SEEDS + 1] = tonumber(s)
 end
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local a, _, c = os.execute(cmd)
-  return a == true or a == 0 or (a == nil and c == 0)
-end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-local function now() return tonumber(capture("date +%s.%N")) end
-local function spawn(cmd, log)
-  local p = io.popen("( exec " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
-  local pid = tonumber(p:read("*l"))
-  p:close()
-  return pid
-end
-local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
-local function stop(pid)
-  if not pid then return end
-  sh("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 50 do
-    if not alive(pid) then return end
-    sh("sleep 0.1")
-  end
-  sh("kill -KILL " .. pid .. " 2>/dev/null")
-end
-local function tail(path, n)
-  local lines = {}
-  for l in (read(path) or ""):gmatch("[^\n]+") do lines[#lines + 1] = l end
-  return table.concat(lines, "\n", math.max(1, #lines - (n or 20) + 1))
-end
+local q, sh, read, capture, now, spawn, alive, stop, tail =
+  H.q, H.sh, H.read, H.capture, H.now, H.spawn, H.alive, H.stop, H.tail
 
 local CONTROLLER = [[
 local klua = require("klua")
@@ -176,20 +138,12 @@ end
 local HAVE_STATE = capture(q(KLUA) .. " serve --help 2>&1"):find("--state-file", 1, true) ~= nil
 
 local function start_serve(dir, listen, log)
-  local pid = spawn(q(KLUA) .. " serve --listen " .. listen .. " --faults on " ..
-    "--bookmark-interval 1 --kubeconfig-out " .. q(dir .. "/kc") ..
-    (HAVE_STATE and (" --state-file " .. q(dir .. "/state.json")) or ""), log)
-  local url
-  for _ = 1, 100 do
-    url = (read(log) or ""):match("listening on (http://[%d%.:]+)")
-    if url or not alive(pid) then break end
-    sh("sleep 0.05")
-  end
-  return pid, url
+  return H.serve("--faults on --bookmark-interval 1 --kubeconfig-out " .. q(dir .. "/kc") ..
+    (HAVE_STATE and (" --state-file " .. q(dir .. "/state.json")) or ""), log, { listen = listen })
 end
 
 local function run_seed(seed)
-  local dir = capture("mktemp -d"):gsub("%s+$", "")
+  local dir = H.tmpdir()
   local slog, rlog = dir .. "/serve.log", dir .. "/run.log"
   local spid, url = start_serve(dir, "127.0.0.1:0", slog)
   local restarts, restarted_at = 0, nil

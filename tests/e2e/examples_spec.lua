@@ -4,72 +4,15 @@
 -- the results through the API, polling for at most WAIT seconds.
 -- Environment (set by scripts/run-tests.sh): KLUA_BIN, KLUA_ROOT.
 local json = require("klua.json")
+local H = dofile((os.getenv("KLUA_ROOT") or ".") .. "/tests/e2e/harness.lua")
 
-local ROOT = os.getenv("KLUA_ROOT") or "."
-local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local ROOT, KLUA = H.ROOT, H.KLUA
 local WAIT = 10 -- seconds any single expectation may take
-
----------------------------------------------------------------------------
--- Processes and files
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd) -- -> true when the command exited 0
-  local a, _, c = os.execute(cmd)
-  return a == true or a == 0 or (a == nil and c == 0)
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sleep(s) sh("sleep " .. s) end
-
-local function tmpdir()
-  local p = io.popen("mktemp -d")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
--- Starts cmd in the background (stdout and stderr to log); returns its pid.
-local function spawn(cmd, log)
-  local p = io.popen("( " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
-  local pid = tonumber(p:read("*l"))
-  p:close()
-  assert(pid, "could not start: " .. cmd)
-  return pid
-end
-
-local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
+local q, read, sleep, tmpdir, spawn, alive, tail =
+  H.q, H.read, H.sleep, H.tmpdir, H.spawn, H.alive, H.tail
 
 -- SIGTERM, then SIGKILL if the process is still there after 3 s.
-local function stop(pid)
-  if not pid or not alive(pid) then return end
-  sh("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 30 do
-    if not alive(pid) then return end
-    sleep(0.1)
-  end
-  sh("kill -KILL " .. pid .. " 2>/dev/null")
-end
-
-local function tail(path, n)
-  local s = read(path) or ""
-  local lines = {}
-  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
-  return table.concat(lines, "\n", math.max(1, #lines - (n or 25) + 1))
-end
+local function stop(pid) H.stop(pid, 3) end
 
 ---------------------------------------------------------------------------
 -- One server plus one controller
@@ -84,19 +27,12 @@ local function start(opts)
   c.kubeconfig = c.dir .. "/kubeconfig"
   c.server_log = c.dir .. "/serve.log"
   c.controller_log = c.dir .. "/controller.log"
-  local cmd = q(KLUA) .. " serve --listen 127.0.0.1:0 --kubeconfig-out " .. q(c.kubeconfig)
-  if opts.seed then cmd = cmd .. " --seed " .. q(opts.seed) end
-  c.server = spawn(cmd, c.server_log)
-  for _ = 1, 100 do
-    local out = read(c.server_log) or ""
-    c.url = out:match("listening on (http://[%d%.:]+)")
-    if c.url and read(c.kubeconfig) then break end
-    if not alive(c.server) then break end
-    sleep(0.05)
-  end
+  local args = "--kubeconfig-out " .. q(c.kubeconfig)
+  if opts.seed then args = args .. " --seed " .. q(opts.seed) end
+  c.server, c.url = H.serve(args, c.server_log, { kubeconfig = c.kubeconfig })
   if not c.url then
     c:stop()
-    error("klua serve did not start:\n" .. tail(c.server_log))
+    error("klua serve did not start:\n" .. tail(c.server_log, 25))
   end
   if opts.before then opts.before(c) end
   c.controller = spawn("exec " .. q(KLUA) .. " run " .. q(opts.script) .. " --kubeconfig " .. q(c.kubeconfig),
@@ -119,7 +55,7 @@ local function start_dev(script, seed)
   end
   if not c.url then
     c:stop()
-    error("klua dev did not write a kubeconfig:\n" .. tail(c.controller_log))
+    error("klua dev did not write a kubeconfig:\n" .. tail(c.controller_log, 25))
   end
   return c
 end
@@ -127,27 +63,13 @@ end
 function Cluster:stop()
   stop(self.controller)
   stop(self.server)
-  if self.dir then sh("rm -rf " .. q(self.dir)) end
+  H.rmdir(self.dir)
 end
 
 -- request(method, path, body, content_type) -> http code, decoded body (or
 -- the raw text when it is not JSON).
 function Cluster:request(method, path, body, ctype)
-  self.n = self.n + 1
-  local out = self.dir .. "/resp" .. self.n
-  local cmd = "curl -sS -o " .. q(out) .. " -w '%{http_code}' -X " .. method
-  if body ~= nil then
-    local f = self.dir .. "/req" .. self.n
-    write(f, type(body) == "string" and body or assert(json.encode(body)))
-    cmd = cmd .. " -H " .. q("Content-Type: " .. (ctype or "application/json")) .. " --data-binary @" .. q(f)
-  end
-  local p = io.popen(cmd .. " " .. q(self.url .. path) .. " 2>&1")
-  local code = p:read("*a")
-  p:close()
-  local text = read(out) or ""
-  os.remove(out)
-  local v = json.decode(text)
-  return tonumber(code) or code, v == nil and text or v
+  return H.request(self, method, path, body, ctype)
 end
 
 function Cluster:get(path)
@@ -182,12 +104,12 @@ function Cluster:wait(what, fn)
     last = ok and why or v
     if self.controller and not alive(self.controller) then
       error("the controller exited while waiting for " .. what .. "\n--- controller log:\n" ..
-        tail(self.controller_log), 2)
+        tail(self.controller_log, 25), 2)
     end
     sleep(0.1)
   until os.time() >= deadline
   error("timed out waiting for " .. what .. (last and (" (" .. tostring(last) .. ")") or "") ..
-    "\n--- controller log:\n" .. tail(self.controller_log), 2)
+    "\n--- controller log:\n" .. tail(self.controller_log, 25), 2)
 end
 
 local function cm_path(ns, name)

@@ -5,55 +5,12 @@
 -- with FILE:LINE), and the runtime keeps reconciling the other keys.
 -- Every wait is bounded (WAIT seconds per expectation).
 -- Environment (set by scripts/run-tests.sh): KLUA_BIN, KLUA_ROOT.
-local ROOT = os.getenv("KLUA_ROOT") or "."
-local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
-local WAIT = 10
+local H = dofile((os.getenv("KLUA_ROOT") or ".") .. "/tests/e2e/harness.lua")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function sh(cmd)
-  local a, _, c = os.execute(cmd)
-  return a == true or a == 0 or (a == nil and c == 0)
-end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-local function sleep(s) sh("sleep " .. s) end
-local function spawn(cmd, log)
-  local p = io.popen("( exec " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
-  local pid = tonumber(p:read("*l"))
-  p:close()
-  return pid
-end
-local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
-local function stop(pid)
-  if not pid or not alive(pid) then return end
-  sh("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 50 do
-    if not alive(pid) then return end
-    sleep(0.1)
-  end
-  sh("kill -KILL " .. pid .. " 2>/dev/null")
-end
-local function tail(path, n)
-  local lines = {}
-  for l in (read(path) or ""):gmatch("[^\n]+") do lines[#lines + 1] = l end
-  return table.concat(lines, "\n", math.max(1, #lines - (n or 20) + 1))
-end
+local KLUA = H.KLUA
+local WAIT = 10
+local q, sh, read, write, capture, sleep, spawn, alive, stop, tail =
+  H.q, H.sh, H.read, H.write, H.capture, H.sleep, H.spawn, H.alive, H.stop, H.tail
 local function count(s, pat)
   local n = 0
   for _ in s:gmatch(pat) do n = n + 1 end
@@ -109,15 +66,9 @@ end
 
 describe("Lua isolation in klua run", function()
   setup(function()
-    dir = capture("mktemp -d"):gsub("%s+$", "")
+    dir = H.tmpdir()
     kc = dir .. "/kc"
-    spid = spawn(q(KLUA) .. " serve --listen 127.0.0.1:0 --kubeconfig-out " ..
-      q(kc), dir .. "/serve.log")
-    for _ = 1, 100 do
-      url = (read(dir .. "/serve.log") or ""):match("listening on (http://[%d%.:]+)")
-      if url then break end
-      sleep(0.05)
-    end
+    spid, url = H.serve("--kubeconfig-out " .. q(kc), dir .. "/serve.log")
     assert(url, "klua serve did not start")
   end)
   teardown(function()

@@ -3,86 +3,22 @@
 -- checked through the API with curl. Each test uses its own namespace.
 -- Environment (set by scripts/run-tests.sh): KLUA_BIN, KLUA_ROOT.
 local json = require("klua.json")
+local H = dofile((os.getenv("KLUA_ROOT") or ".") .. "/tests/e2e/harness.lua")
 
-local ROOT = os.getenv("KLUA_ROOT") or "."
-local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local ROOT, KLUA = H.ROOT, H.KLUA
 local WAIT = 10 -- seconds any single expectation may take
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local a, _, c = os.execute(cmd)
-  return a == true or a == 0 or (a == nil and c == 0)
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sleep(s) sh("sleep " .. s) end
-
-local function spawn(cmd, log)
-  local p = io.popen("( " .. cmd .. " ) >" .. q(log) .. " 2>&1 & echo $!")
-  local pid = tonumber(p:read("*l"))
-  p:close()
-  return pid
-end
-
-local function alive(pid) return sh("kill -0 " .. pid .. " 2>/dev/null") end
+local q, sh, read, write, sleep, spawn, alive, now =
+  H.q, H.sh, H.read, H.write, H.sleep, H.spawn, H.alive, H.now
 
 -- SIGTERM; returns true when the process ended within 10 s.
-local function stop(pid)
-  if not pid or not alive(pid) then return true end
-  sh("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 100 do
-    if not alive(pid) then return true end
-    sleep(0.1)
-  end
-  sh("kill -KILL " .. pid .. " 2>/dev/null")
-  return false
-end
+local function stop(pid) return H.stop(pid, 10) end
 
-local function eventually(fn, what)
-  local deadline = os.time() + WAIT
-  local last
-  repeat
-    local ok, v = pcall(fn)
-    if ok and v then return v end
-    last = v
-    sleep(0.1)
-  until os.time() > deadline
-  error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
-end
+local function eventually(fn, what) return H.eventually(fn, what, WAIT) end
 
-local dir, url, server, kubeconfig
-local n = 0
+local srv = { n = 0 } -- dir, url: the server of this file
+local dir, server, kubeconfig
 
-local function request(method, path, body, ctype)
-  n = n + 1
-  local out = dir .. "/resp" .. n
-  local cmd = "curl -sS -o " .. q(out) .. " -w '%{http_code}' -X " .. method
-  if body ~= nil then
-    local f = dir .. "/req" .. n
-    write(f, type(body) == "string" and body or assert(json.encode(body)))
-    cmd = cmd .. " -H " .. q("Content-Type: " .. (ctype or "application/json")) .. " --data-binary @" .. q(f)
-  end
-  local p = io.popen(cmd .. " " .. q(url .. path) .. " 2>&1")
-  local code = p:read("*a")
-  p:close()
-  local text = read(out) or ""
-  os.remove(out)
-  return tonumber(code) or code, json.decode(text) or text
-end
+local function request(method, path, body, ctype) return H.request(srv, method, path, body, ctype) end
 
 local function cm_path(ns, name)
   return "/api/v1/namespaces/" .. ns .. "/configmaps" .. (name and ("/" .. name) or "")
@@ -147,13 +83,6 @@ local function ns(name)
   assert(code == 201 or code == 409, "namespace " .. name .. ": " .. tostring(code))
 end
 
-local function now()
-  local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("*l"))
-  p:close()
-  return t
-end
-
 local function http_get(u)
   local p = io.popen("curl -sS --max-time 5 " .. q(u) .. " 2>&1")
   local body = p:read("*a")
@@ -172,23 +101,17 @@ end
 
 describe("klua run", function()
   setup(function()
-    local p = io.popen("mktemp -d")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir()
+    srv.dir = dir
     kubeconfig = dir .. "/kubeconfig"
-    server = spawn(q(KLUA) .. " serve --listen 127.0.0.1:0 --faults on --kubeconfig-out " .. q(kubeconfig),
-      dir .. "/serve.log")
-    for _ = 1, 100 do
-      url = (read(dir .. "/serve.log") or ""):match("listening on (http://[%d%.:]+)")
-      if url and read(kubeconfig) then break end
-      sleep(0.05)
-    end
-    assert(url, "klua serve did not start: " .. (read(dir .. "/serve.log") or ""))
+    server, srv.url = H.serve("--faults on --kubeconfig-out " .. q(kubeconfig), dir .. "/serve.log",
+      { kubeconfig = kubeconfig })
+    assert(srv.url, "klua serve did not start: " .. (read(dir .. "/serve.log") or ""))
   end)
 
   teardown(function()
     stop(server)
-    if dir then sh("rm -rf " .. q(dir)) end
+    H.rmdir(dir)
   end)
 
   it("reconciles: creates an object, logs JSON lines with controller, key and reconcile id", function()
@@ -573,8 +496,8 @@ klua.controller({
       "the waiting log line")
     sleep(0.5)
     assert.is_true(alive(pid), read(log))
-    local saved = url
-    url = devurl
+    local saved = srv.url
+    srv.url = devurl
     local ok, err = pcall(function()
       local code, body = request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
         apiVersion = "apiextensions.k8s.io/v1", kind = "CustomResourceDefinition",
@@ -590,7 +513,7 @@ klua.controller({
       assert.equal(201, code, json.encode(body))
       eventually(function() return get_cm("default", "w1-seen") end, "the Widget reconciled")
     end)
-    url = saved
+    srv.url = saved
     assert(ok, err)
     assert.is_true(stop(pid))
   end)
