@@ -21,8 +21,12 @@
  *   the changes after n undone (first change per key after n gives the key's
  *   state at n). hist_min is the oldest RV still servable (ring size or a
  *   forced compaction).
- * - A sorted array of each resource's objects is cached and rebuilt lazily
- *   after writes, for name-ordered lists and paging.
+ * - Ordered lists and pages come from snapshots: a resource's objects sorted
+ *   by key (refcounted, immutable, valid for an RV range). The current one
+ *   is built lazily after a change; a change retires it to a small cache
+ *   (the state up to the change's RV - 1) for the continue tokens of lists
+ *   in progress. A page is two binary searches and byte copies, built
+ *   without the storage lock (docs/serve.md, "Speed").
  * - State files (`--state-file`): every stored object plus the RV as JSON
  *   lines; a load restores them byte for byte with an empty history (older
  *   watches get 410) and queues the GC work they imply.
@@ -54,12 +58,24 @@
 
 enum { EV_ADDED = 1, EV_MODIFIED, EV_DELETED };
 
+/* A resource's objects sorted by key as they were at every RV in [lo, hi]
+ * (hi UINT64_MAX: still current). Immutable once built; holds a reference
+ * on each object, so a list pages from it without the storage lock. */
+typedef struct snap {
+  kl_obj **v;
+  size_t n;
+  uint64_t lo, hi;
+  int refs; /* under the store's smu */
+} snap;
+
+enum { NOLD = 2 }; /* retired snapshots kept for continue tokens */
+
 typedef struct store {
   kl_hmap objs;       /* key -> kl_obj (the map's reference), borrowed keys */
-  pthread_mutex_t smu;  /* guards the sorted cache */
-  kl_obj **sorted;
-  size_t nsorted;
-  bool dirty;
+  pthread_mutex_t smu;  /* guards cur, old and snapshot refcounts */
+  snap *cur;          /* the current state sorted; NULL: rebuilt lazily */
+  snap *old[NOLD];    /* snapshots retired by later changes, newest first */
+  uint64_t mod_rv;    /* RV of the last change of this resource */
   char *prefix;       /* `{"kind":"K","apiVersion":"V",` */
   size_t prefix_len;
 } store;
@@ -550,7 +566,6 @@ static store *store_new(const kl_as_resource *res) {
   store *st = kl_calloc(1, sizeof *st);
   kl_hmap_init(&st->objs, KL_HMAP_BORROW_KEYS);
   pthread_mutex_init(&st->smu, NULL);
-  st->dirty = true;
   kl_buf b = KL_BUF_INIT;
   if (res->custom)
     kl_buf_addf(&b, "{\"apiVersion\":\"%s\",\"kind\":\"%s\",", res->api_version,
@@ -562,13 +577,62 @@ static store *store_new(const kl_as_resource *res) {
   return st;
 }
 
+static void snap_free(snap *sn) {
+  if (!sn) return;
+  for (size_t i = 0; i < sn->n; i++) kl_obj_unref(sn->v[i]);
+  free(sn->v);
+  free(sn);
+}
+
+/* Drops one reference (the last frees it, outside the lock). */
+static void snap_unref(store *st, snap *sn) {
+  if (!sn) return;
+  pthread_mutex_lock(&st->smu);
+  bool last = --sn->refs == 0;
+  pthread_mutex_unlock(&st->smu);
+  if (last) snap_free(sn);
+}
+
+/* Forgets every snapshot (state replaced wholesale). Under the write lock. */
+static void store_drop_snaps(store *st) {
+  snap *drop[NOLD + 1];
+  pthread_mutex_lock(&st->smu);
+  drop[0] = st->cur;
+  st->cur = NULL;
+  for (int i = 0; i < NOLD; i++) {
+    drop[i + 1] = st->old[i];
+    st->old[i] = NULL;
+  }
+  st->mod_rv = 0;
+  pthread_mutex_unlock(&st->smu);
+  for (int i = 0; i <= NOLD; i++) snap_unref(st, drop[i]);
+}
+
+/* Records a change of the resource at rv (under the write lock): the
+ * current snapshot, if any, becomes the state for RVs up to rv - 1 and is
+ * kept for continue tokens; the oldest retired one goes. */
+static void store_changed(store *st, uint64_t rv) {
+  snap *drop = NULL;
+  pthread_mutex_lock(&st->smu);
+  if (st->cur) {
+    st->cur->hi = rv - 1;
+    drop = st->old[NOLD - 1];
+    memmove(st->old + 1, st->old, (NOLD - 1) * sizeof *st->old);
+    st->old[0] = st->cur;
+    st->cur = NULL;
+  }
+  st->mod_rv = rv;
+  pthread_mutex_unlock(&st->smu);
+  snap_unref(st, drop);
+}
+
 static void store_free(store *st) {
   const char *k;
   void *v;
   for (size_t i = 0; kl_hmap_next(&st->objs, &i, &k, &v);)
     kl_obj_unref(v);
   kl_hmap_free(&st->objs);
-  free(st->sorted);
+  store_drop_snaps(st);
   free(st->prefix);
   pthread_mutex_destroy(&st->smu);
   free(st);
@@ -635,7 +699,7 @@ static void commit_put(kl_apiserver *s, kl_as_resource *res, kl_obj *obj) {
   kl_obj *old = kl_hmap_put(&st->objs, kl_obj_key(obj), obj);
   if (old && has_owners(old)) s->n_owned--;
   if (has_owners(obj)) s->n_owned++;
-  st->dirty = true;
+  store_changed(st, s->rv);
   publish(s, res, old ? EV_MODIFIED : EV_ADDED, kl_obj_ref(obj), old);
 }
 
@@ -649,7 +713,7 @@ static void commit_delete(kl_apiserver *s, kl_as_resource *res,
   if (!found) return;
   s->rv++;
   if (has_owners(cur)) s->n_owned--;
-  st->dirty = true;
+  store_changed(st, s->rv);
   publish(s, res, EV_DELETED, obj_with_rv(last ? last : cur, s->rv), cur);
 }
 
@@ -658,25 +722,35 @@ static int cmp_obj_key(const void *x, const void *y) {
                 kl_obj_key(*(kl_obj *const *)y));
 }
 
-/* The sorted array of res's objects; call with mu held (read or write). */
+/* The current snapshot, built when missing. Call with mu held (read or
+ * write) and smu held. Borrowed (the store's reference). */
+static snap *cur_locked(store *st) {
+  if (!st->cur) {
+    snap *sn = kl_calloc(1, sizeof *sn);
+    size_t cnt = kl_hmap_len(&st->objs);
+    sn->v = kl_malloc((cnt + 1) * sizeof *sn->v);
+    const char *k;
+    void *v;
+    for (size_t i = 0; kl_hmap_next(&st->objs, &i, &k, &v);)
+      sn->v[sn->n++] = kl_obj_ref(v);
+    qsort(sn->v, sn->n, sizeof *sn->v, cmp_obj_key);
+    sn->lo = st->mod_rv;
+    sn->hi = UINT64_MAX;
+    sn->refs = 1;
+    st->cur = sn;
+  }
+  return st->cur;
+}
+
+/* The sorted array of res's current objects; call with mu held (read or
+ * write). Borrowed: valid while mu is held and nothing is written. */
 static kl_obj **sorted_of(kl_as_resource *res, size_t *n) {
   store *st = res->store;
   pthread_mutex_lock(&st->smu);
-  if (st->dirty) {
-    size_t cnt = kl_hmap_len(&st->objs);
-    st->sorted = kl_realloc(st->sorted, (cnt + 1) * sizeof *st->sorted);
-    const char *k;
-    void *v;
-    size_t j = 0;
-    for (size_t i = 0; kl_hmap_next(&st->objs, &i, &k, &v);)
-      st->sorted[j++] = v;
-    qsort(st->sorted, j, sizeof *st->sorted, cmp_obj_key);
-    st->nsorted = j;
-    st->dirty = false;
-  }
+  snap *sn = cur_locked(st);
   pthread_mutex_unlock(&st->smu);
-  *n = st->nsorted;
-  return st->sorted;
+  *n = sn->n;
+  return sn->v;
 }
 
 /* ---- resources -------------------------------------------------------- */
@@ -1493,6 +1567,71 @@ static bool in_scope(const kl_as_resource *res, const char *ns,
   return !strncmp(key, ns, l) && key[l] == '/';
 }
 
+/* The state of res at rv (sorted by key), as a NEW reference on a snapshot
+ * (release with snap_unref). Call with mu held for reading and
+ * hist_min <= rv <= s->rv. The current snapshot serves every rv since the
+ * resource last changed; retired ones serve the continue tokens of lists
+ * that began before a change; any other rv is rebuilt from the current
+ * state by undoing the later changes (the first change per key after rv
+ * carries the key's state at rv) and cached in place of the oldest. */
+static snap *snap_at(kl_apiserver *s, kl_as_resource *res, uint64_t rv) {
+  store *st = res->store;
+  pthread_mutex_lock(&st->smu);
+  snap *sn = NULL;
+  if (rv >= st->mod_rv) sn = cur_locked(st);
+  for (int i = 0; !sn && i < NOLD; i++)
+    if (st->old[i] && st->old[i]->lo <= rv && rv <= st->old[i]->hi)
+      sn = st->old[i];
+  if (sn) {
+    sn->refs++;
+    pthread_mutex_unlock(&st->smu);
+    return sn;
+  }
+  snap *c = cur_locked(st);
+  /* overrides: the state at rv of the keys changed after it */
+  ovr *ov = NULL;
+  size_t nov = 0, cap = 0;
+  kl_hmap seen;
+  kl_hmap_init(&seen, KL_HMAP_BORROW_KEYS);
+  for (uint64_t x = rv + 1; x <= s->rv; x++) {
+    hist_ev *e = &s->ring[x % s->cap];
+    if (e->rv != x || e->res != res) continue;
+    const char *k = kl_obj_key(e->obj);
+    if (kl_hmap_has(&seen, k)) continue;
+    kl_hmap_put(&seen, k, e);
+    if (nov == cap) {
+      cap = cap ? 2 * cap : 16;
+      ov = kl_realloc(ov, cap * sizeof *ov);
+    }
+    ov[nov++] = (ovr){k, e->prev};
+  }
+  if (nov) qsort(ov, nov, sizeof *ov, cmp_ovr);
+  sn = kl_calloc(1, sizeof *sn);
+  sn->v = kl_malloc((c->n + nov + 1) * sizeof *sn->v);
+  size_t i = 0, oi = 0;
+  for (;;) {
+    while (i < c->n && kl_hmap_has(&seen, kl_obj_key(c->v[i]))) i++;
+    if (i == c->n && oi == nov) break;
+    if (oi == nov ||
+        (i < c->n && strcmp(kl_obj_key(c->v[i]), ov[oi].key) < 0)) {
+      sn->v[sn->n++] = kl_obj_ref(c->v[i++]);
+    } else {
+      if (ov[oi].obj) sn->v[sn->n++] = kl_obj_ref(ov[oi].obj);
+      oi++;
+    }
+  }
+  kl_hmap_free(&seen);
+  free(ov);
+  sn->lo = sn->hi = rv;
+  sn->refs = 2; /* the cache's and the caller's */
+  snap *drop = st->old[NOLD - 1];
+  memmove(st->old + 1, st->old, (NOLD - 1) * sizeof *st->old);
+  st->old[0] = sn;
+  pthread_mutex_unlock(&st->smu);
+  snap_unref(st, drop);
+  return sn;
+}
+
 void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
                 const kl_as_opts *o, kl_as_result *r) {
   filter f;
@@ -1500,7 +1639,7 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
   if (filter_parse(res, o, &f, r)) return;
   const char *rvs = o->resource_version;
   const char *match = o->rv_match && o->rv_match[0] ? o->rv_match : NULL;
-  uint64_t want = 0, snap = 0;
+  uint64_t want = 0, at = 0;
   char *start = NULL;
   bool unsorted = false;
   int prv = parse_rv(rvs, &want);
@@ -1525,7 +1664,7 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
     goto out;
   }
   if (o->cont && o->cont[0]) {
-    if (continue_parse(o->cont, &snap, &start, r)) goto out;
+    if (continue_parse(o->cont, &at, &start, r)) goto out;
   } else if (prv == 0 && want == 0 && (!match || strcmp(match, "Exact"))) {
     unsorted = true;
   } else if (prv == 0 && want > 0) {
@@ -1534,16 +1673,17 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
       st_too_large(r, want, kl_as_current_rv(s));
       goto out;
     }
-    if (exact) snap = want;
+    if (exact) at = want;
   }
 
   kl_objv items = {0};
   kl_buf cont = KL_BUF_INIT;
   long long remaining = -1;
   uint64_t list_rv;
+  snap *sn = NULL;
   pthread_rwlock_rdlock(&s->mu);
   list_rv = s->rv;
-  if (snap && snap < s->hist_min) {
+  if (at && at < s->hist_min) {
     pthread_rwlock_unlock(&s->mu);
     if (start) {
       kl_buf t = KL_BUF_INIT, d = KL_BUF_INIT;
@@ -1575,7 +1715,7 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
     }
     goto out;
   }
-  if (snap) list_rv = snap;
+  if (at) list_rv = at;
   if (unsorted) {
     const char *k;
     void *v;
@@ -1584,27 +1724,14 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
       if (in_scope(res, ns, k) && filter_match(&f, v))
         kl_objv_push(&items, kl_obj_ref(v));
   } else {
-    /* overrides: the state at snap of keys changed after it */
-    ovr *ov = NULL;
-    size_t nov = 0, cap = 0;
-    kl_hmap seen;
-    kl_hmap_init(&seen, KL_HMAP_BORROW_KEYS);
-    for (uint64_t rv = snap ? snap + 1 : s->rv + 1; rv <= s->rv; rv++) {
-      hist_ev *e = &s->ring[rv % s->cap];
-      if (e->rv != rv || e->res != res) continue;
-      const char *k = kl_obj_key(e->obj);
-      if (!in_scope(res, ns, k) || kl_hmap_has(&seen, k)) continue;
-      kl_hmap_put(&seen, k, e);
-      if (nov == cap) {
-        cap = cap ? 2 * cap : 16;
-        ov = kl_realloc(ov, cap * sizeof *ov);
-      }
-      ov[nov++] = (ovr){k, e->prev};
-    }
-    if (nov) qsort(ov, nov, sizeof *ov, cmp_ovr);
-    size_t n;
-    kl_obj **a = sorted_of(res, &n);
-    size_t i = 0, iend = n;
+    sn = snap_at(s, res, list_rv);
+  }
+  pthread_rwlock_unlock(&s->mu);
+  if (sn) {
+    /* a page: binary search for the namespace and the continue key, then
+     * byte copies of the snapshot's objects (no lock held) */
+    kl_obj **a = sn->v;
+    size_t n = sn->n, i = 0, iend = n;
     char *nsprefix = ns[0] ? kl_sprintf("%s/", ns) : kl_strdup("");
     if (ns[0]) {
       i = lower_bound(a, n, nsprefix, true);
@@ -1612,41 +1739,23 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
       iend = lower_bound(a, n, hi, true);
       free(hi);
     }
-    size_t oi = 0;
     if (start) {
       char *full = kl_sprintf("%s%s", nsprefix, start);
-      i = i > lower_bound(a, iend, full, false) ? i
-                                               : lower_bound(a, iend, full, false);
-      while (oi < nov && strcmp(ov[oi].key, full) <= 0) oi++;
+      size_t j = lower_bound(a, iend, full, false);
+      if (j > i) i = j;
       free(full);
     }
     long limit = o->limit > 0 ? o->limit : 0;
     bool selectors = f.ls || f.fs;
     const kl_obj *last = NULL;
     bool more = false;
-    long long rem = 0;
-    for (;;) {
-      const kl_obj *cand = NULL;
-      while (i < iend && kl_hmap_has(&seen, kl_obj_key(a[i]))) i++;
-      int c;
-      if (i < iend && oi < nov)
-        c = strcmp(kl_obj_key(a[i]), ov[oi].key);
-      else if (i < iend)
-        c = -1;
-      else if (oi < nov)
-        c = 1;
-      else
-        break;
-      if (c < 0) cand = a[i++];
-      else {
-        cand = ov[oi++].obj;
-        if (!cand) continue;
-      }
+    for (; i < iend; i++) {
+      kl_obj *cand = a[i];
       if (limit && (long)items.n >= limit) {
         if (!selectors) {
-          rem++;
           more = true;
-          continue;
+          remaining = (long long)(iend - i);
+          break;
         }
         if (filter_match(&f, cand)) {
           more = true;
@@ -1655,19 +1764,17 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
         continue;
       }
       if (!filter_match(&f, cand)) continue;
-      kl_objv_push(&items, kl_obj_ref((kl_obj *)cand));
+      kl_objv_push(&items, kl_obj_ref(cand));
       last = cand;
     }
-    if (more && last) {
-      const char *k = kl_obj_key(last);
-      continue_token(&cont, (long long)list_rv, k + strlen(nsprefix));
-      if (!selectors) remaining = rem;
-    }
+    if (more && last)
+      continue_token(&cont, (long long)list_rv,
+                     kl_obj_key(last) + strlen(nsprefix));
+    else
+      remaining = -1;
     free(nsprefix);
-    kl_hmap_free(&seen);
-    free(ov);
+    snap_unref(res->store, sn);
   }
-  pthread_rwlock_unlock(&s->mu);
 
   char rvb[32];
   snprintf(rvb, sizeof rvb, "%llu", (unsigned long long)list_rv);
@@ -1681,7 +1788,9 @@ void kl_as_list(kl_apiserver *s, kl_as_resource *res, const char *ns,
   }
   r->body.len = 0;
   kl_buf *b = &r->body;
-  kl_buf_reserve(b, 256 + items.n * 64);
+  size_t size = 256 + cont.len;
+  for (size_t i = 0; i < items.n; i++) size += kl_obj_span(items.v[i]).n + 1;
+  kl_buf_reserve(b, size);
   if (o->output == KL_AS_OUT_METADATA)
     kl_buf_adds(b, "{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":"
                    "\"meta.k8s.io/v1\"");
@@ -3010,7 +3119,7 @@ int kl_apiserver_load_state(kl_apiserver *s, const char *path, char **err) {
       kl_obj_unref(v);
     kl_hmap_free(&st->objs);
     kl_hmap_init(&st->objs, KL_HMAP_BORROW_KEYS);
-    st->dirty = true;
+    store_drop_snaps(st);
   }
   s->n_owned = 0;
   kl_as_resource *crds =

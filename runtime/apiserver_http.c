@@ -61,11 +61,25 @@ static enum MHD_Result send_bytes(struct MHD_Connection *c, int code,
   return rc;
 }
 
+/* Sends b's bytes without copying them: the response takes the buffer
+ * (b is left empty) and frees it once sent. */
 static enum MHD_Result send_json(struct MHD_Connection *c, int code,
                                  kl_buf *b, int retry_after) {
   if (!b->len || b->data[b->len - 1] != '\n') kl_buf_addc(b, '\n');
-  return send_bytes(c, code, "application/json", b->data, b->len,
-                    retry_after);
+  size_t n;
+  char *data = kl_buf_detach(b, &n);
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer(n, data, MHD_RESPMEM_MUST_FREE);
+  MHD_add_response_header(resp, "Content-Type", "application/json");
+  MHD_add_response_header(resp, "Cache-Control", "no-cache, private");
+  if (retry_after > 0) {
+    char rb[16];
+    snprintf(rb, sizeof rb, "%d", retry_after);
+    MHD_add_response_header(resp, "Retry-After", rb);
+  }
+  enum MHD_Result rc = MHD_queue_response(c, (unsigned)code, resp);
+  MHD_destroy_response(resp);
+  return rc;
 }
 
 static enum MHD_Result send_result(struct MHD_Connection *c,

@@ -1,7 +1,10 @@
 /* test_apiserver.c: engine-level tests of the local API server (no HTTP
  * except one start/stop round trip): CRUD results, resourceVersions,
- * history-backed paging, watch events and expiry, under ASan/LSan. */
+ * history-backed paging, watch events and expiry, closing watches, the
+ * scale subresource, under ASan/LSan. */
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "apiserver.h"
 #include "ctest.h"
@@ -138,6 +141,80 @@ TEST(paging_is_a_snapshot) {
   kl_apiserver_free(s);
 }
 
+typedef struct waiter {
+  kl_as_watch *w;
+  kl_buf out;
+  int rc;
+} waiter;
+
+static void *wait_next(void *arg) {
+  waiter *wt = arg;
+  wt->rc = kl_as_watch_next(wt->w, &wt->out, NULL, NULL);
+  return NULL;
+}
+
+TEST(close_watches_ends_a_waiting_watch_at_once) {
+  kl_apiserver *s = mk(100);
+  kl_as_resource *r = kl_as_find(s, "", "v1", "configmaps");
+  char rvs[32];
+  snprintf(rvs, sizeof rvs, "%llu", (unsigned long long)kl_as_current_rv(s));
+  kl_as_opts o = {.resource_version = rvs, .timeout_seconds = 30};
+  kl_as_result res = KL_AS_RESULT_INIT;
+  waiter wt = {.out = KL_BUF_INIT};
+  CHECK(kl_as_watch_open(s, r, "default", &o, &wt.w, &res) == 0);
+  pthread_t t;
+  pthread_create(&t, NULL, wait_next, &wt);
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL); /* the watcher is waiting for an event */
+  kl_as_close_watches(s);
+  create(s, r, "late"); /* written after the close: never delivered */
+  pthread_join(t, NULL);
+  CHECK_EQ_INT(wt.rc, 0);
+  CHECK_EQ_INT((long)wt.out.len, 0);
+  kl_as_watch_close(wt.w);
+  /* a watch opened after the close is not affected */
+  CHECK(kl_as_watch_open(s, r, "default", &o, &wt.w, &res) == 0);
+  create(s, r, "later");
+  CHECK_EQ_INT(kl_as_watch_next(wt.w, &wt.out, NULL, NULL), 1);
+  CHECK(strstr(wt.out.data, "\"name\":\"later\"") != NULL);
+  kl_as_watch_close(wt.w);
+  kl_buf_free(&wt.out);
+  kl_as_result_free(&res);
+  kl_apiserver_free(s);
+}
+
+TEST(scale_subresource_reads_and_writes_replicas) {
+  kl_apiserver *s = mk(100);
+  kl_as_resource *r = kl_as_find(s, "apps", "v1", "deployments");
+  CHECK(r != NULL && r->has_scale);
+  cJSON *d = cJSON_Parse(
+      "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":"
+      "{\"name\":\"web\"},\"spec\":{\"replicas\":2,\"selector\":"
+      "{\"matchLabels\":{\"b\":\"2\",\"a\":\"1\"}}}}");
+  kl_as_opts o = {0};
+  kl_as_result res = KL_AS_RESULT_INIT;
+  kl_as_create(s, r, "default", d, &o, &res);
+  CHECK_EQ_INT(res.code, 201);
+  kl_as_result_free(&res);
+  kl_as_get(s, r, "default", "web", "scale", &o, &res);
+  CHECK_EQ_INT(res.code, 200);
+  CHECK(body_has(&res, "\"spec\":{\"replicas\":2},\"status\":{"
+                       "\"replicas\":0,\"selector\":\"a=1,b=2\"}}"));
+  kl_as_result_free(&res);
+  static const char p[] = "{\"spec\":{\"replicas\":4}}";
+  kl_as_patch(s, r, "default", "web", "scale", KL_AS_PATCH_MERGE, p,
+              sizeof p - 1, &o, &res);
+  CHECK_EQ_INT(res.code, 200);
+  CHECK(body_has(&res, "\"kind\":\"Scale\"") &&
+        body_has(&res, "\"replicas\":4"));
+  kl_as_result_free(&res);
+  kl_as_get(s, r, "default", "web", NULL, &o, &res);
+  CHECK(body_has(&res, "\"replicas\":4"));
+  kl_as_result_free(&res);
+  cJSON_Delete(d);
+  kl_apiserver_free(s);
+}
+
 TEST(start_and_stop) {
   kl_apiserver *s = mk(10);
   char *err = NULL;
@@ -152,6 +229,8 @@ int main(void) {
   RUN(create_get_delete_and_rv);
   RUN(watch_replays_history_then_expires);
   RUN(paging_is_a_snapshot);
+  RUN(close_watches_ends_a_waiting_watch_at_once);
+  RUN(scale_subresource_reads_and_writes_replicas);
   RUN(start_and_stop);
   return ctest_summary();
 }

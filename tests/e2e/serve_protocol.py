@@ -439,6 +439,61 @@ def list_paging_with_continue():
     assert len(rv0["items"]) == 7 and "continue" not in rv0["metadata"]
 
 
+
+@test
+def paging_many_snapshots_with_writes_between_pages():
+    """Five paged lists begun at different resourceVersions (more than the
+    server keeps cached), each page followed by a write: every list shows
+    exactly the state at its own RV, with exact remainingItemCount."""
+    mkns("t-snap")
+    path = CM % "t-snap"
+    for i in range(12):
+        req("POST", path, cm("s-%02d" % i, data={"v": "0"}))
+    n = [100]
+
+    def write():
+        n[0] += 1
+        k = n[0] % 3
+        if k == 0:
+            req("POST", path, cm("s-%02dx" % (n[0] % 12), data={"v": "n"}))
+        elif k == 1:
+            req("PATCH", path + "/s-%02d" % (n[0] % 12),
+                {"data": {"v": str(n[0])}}, "application/merge-patch+json")
+        else:
+            req("DELETE", path + "/s-%02d" % (n[0] % 12))
+
+    def state(lst):
+        return [(x["metadata"]["name"], x.get("data")) for x in lst["items"]]
+
+    runs = []
+    for k in range(5):
+        p = "/api/v1/configmaps" if k == 4 else path
+        st, full, _ = req("GET", p)
+        st, pg, _ = req("GET", p + "?limit=4")
+        assert st == 200, pg
+        assert pg["metadata"]["resourceVersion"] == \
+            full["metadata"]["resourceVersion"]
+        runs.append({"p": p, "want": state(full), "got": state(pg),
+                     "md": pg["metadata"]})
+        write()
+    while any(r["md"].get("continue") for r in runs):
+        for r in runs:
+            md = r["md"]
+            if not md.get("continue"):
+                continue
+            assert md["remainingItemCount"] == \
+                len(r["want"]) - len(r["got"]), (md, len(r["got"]))
+            st, pg, _ = req("GET", r["p"] + "?limit=4&continue=" +
+                            md["continue"])
+            assert st == 200, pg
+            assert pg["metadata"]["resourceVersion"] == md["resourceVersion"]
+            r["got"] += state(pg)
+            r["md"] = pg["metadata"]
+            write()
+    for r in runs:
+        assert r["got"] == r["want"], (r["p"], r["got"], r["want"])
+    assert len({r["md"]["resourceVersion"] for r in runs}) == 5
+
 @test
 def expired_continue_410():
     st, p1, _ = req("GET", CM % "t-list" + "?limit=2")
