@@ -1,10 +1,14 @@
 /* stress_fifo.c: several producer threads, a relister, a resyncer and one
  * consumer hammer a DeltaFIFO, then a RealFIFO, for KLUA_STRESS_SECONDS
- * (default 10, split between the two). The consumer applies what it pops to
+ * (default 10, split between the runs). The consumer applies what it pops to
  * a store, as the informer does. At the end every key's final state must be
  * in the store, and no key may ever have gone back to an older version.
  * The relister simulates missed watch events (deletes and updates it does
- * not tell the queue about) so that Replace has real deletions to find. */
+ * not tell the queue about) so that Replace has real deletions to find.
+ * Each queue runs twice: one event per push and pop (process under the
+ * queue's lock), then in batches as the informer uses them (push_batch;
+ * pop_batch applying to the store outside the lock while the relister's
+ * Replace and the resyncer read that store). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,7 +30,8 @@ typedef struct truth {
 } truth;
 
 static struct {
-  bool real; /* RealFIFO or DeltaFIFO */
+  bool real;  /* RealFIFO or DeltaFIFO */
+  bool batch; /* push_batch + pop_batch */
   kl_delta_fifo *df;
   kl_real_fifo *rf;
   kl_store *store;
@@ -37,6 +42,7 @@ static struct {
   /* consumer-side accounting (touched only under the queue's lock) */
   long applied_rv[NKEYS];
   long regressions, applied, requeues, batches, tombstones, pops;
+  long pop_batches, max_batch;
 } S;
 
 static kl_obj *mk(int id, long rv) {
@@ -67,11 +73,44 @@ static int q_delete(kl_obj *o) {
   return S.real ? kl_real_fifo_delete(S.rf, o) : kl_delta_fifo_delete(S.df, o);
 }
 
+/* Batch mode: 1-8 random changes, queued with one push_batch. */
+static void produce_batch(unsigned *seed, int p) {
+  kl_fifo_op ops[8];
+  int n = 1 + (int)(rand_r(seed) % 8);
+  pthread_rwlock_rdlock(&S.relist);
+  for (int j = 0; j < n; j++) {
+    int id = p * KEYS_PER + (int)(rand_r(seed) % KEYS_PER);
+    truth *t = &S.keys[id];
+    long rv = atomic_fetch_add(&S.rv, 1) + 1;
+    if (!t->exists) {
+      ops[j] = (kl_fifo_op){KL_DELTA_ADDED, mk(id, rv)};
+      t->exists = true;
+      t->rv = rv;
+    } else if (rand_r(seed) % 10 < 7) {
+      ops[j] = (kl_fifo_op){KL_DELTA_UPDATED, mk(id, rv)};
+      t->rv = rv;
+    } else {
+      ops[j] = (kl_fifo_op){KL_DELTA_DELETED, mk(id, t->rv)};
+      t->exists = false;
+    }
+  }
+  int rc = S.real ? kl_real_fifo_push_batch(S.rf, ops, (size_t)n)
+                  : kl_delta_fifo_push_batch(S.df, ops, (size_t)n);
+  if (rc != 0) abort();
+  pthread_rwlock_unlock(&S.relist);
+  for (int j = 0; j < n; j++) kl_obj_unref(ops[j].obj);
+}
+
 static void *producer(void *arg) {
   int p = (int)(intptr_t)arg;
   unsigned seed = 7u + (unsigned)p;
   long ops = 0;
   while (!atomic_load(&S.stop)) {
+    if (S.batch) {
+      produce_batch(&seed, p);
+      if (++ops % 16 == 0) sched_yield();
+      continue;
+    }
     int id = p * KEYS_PER + (int)(rand_r(&seed) % KEYS_PER);
     pthread_rwlock_rdlock(&S.relist);
     truth *t = &S.keys[id];
@@ -158,7 +197,8 @@ static void apply_one(const kl_delta *d) {
   S.applied++;
 }
 
-/* Runs under the queue's lock, like the informer's HandleDeltas. */
+/* Runs under the queue's lock, like HandleDeltas in client-go (or, through
+ * process_batch, on the consumer thread outside it). */
 static int process(kl_deltas *ds, bool initial, void *ud) {
   (void)initial;
   unsigned *seed = ud;
@@ -186,21 +226,41 @@ static int process(kl_deltas *ds, bool initial, void *ud) {
   return 0;
 }
 
+/* The batch function: every item through process, outside the lock. */
+static void process_batch(const kl_deltas *items, const bool *initial,
+                          int *rcs, size_t n, void *ud) {
+  S.pop_batches++;
+  if ((long)n > S.max_batch) S.max_batch = (long)n;
+  for (size_t i = 0; i < n; i++)
+    rcs[i] = process((kl_deltas *)&items[i], initial[i], ud);
+}
+
 static void *consumer(void *arg) {
   (void)arg;
   unsigned seed = 12345;
   for (;;) {
-    int rc = S.real ? kl_real_fifo_pop(S.rf, 0.5, process, &seed)
-                    : kl_delta_fifo_pop(S.df, 0.5, process, &seed);
+    int rc;
+    if (S.batch) {
+      size_t max = 1 + rand_r(&seed) % 64;
+      rc = S.real ? kl_real_fifo_pop_batch(S.rf, 0.5, max, process_batch,
+                                           &seed)
+                  : kl_delta_fifo_pop_batch(S.df, 0.5, max, process_batch,
+                                            &seed);
+      if (rc > 0) rc = 0;
+    } else {
+      rc = S.real ? kl_real_fifo_pop(S.rf, 0.5, process, &seed)
+                  : kl_delta_fifo_pop(S.df, 0.5, process, &seed);
+    }
     if (rc == KL_ECLOSED) break;
     if (rc != 0 && rc != KL_ETIMEDOUT && rc != KL_EAGAIN) abort();
   }
   return NULL;
 }
 
-static void run(bool real, double seconds) {
+static void run(bool real, bool batch, double seconds) {
   memset(&S, 0, sizeof S);
   S.real = real;
+  S.batch = batch;
   S.store = kl_store_new();
   pthread_rwlock_init(&S.relist, NULL);
   if (real) {
@@ -242,12 +302,14 @@ static void run(bool real, double seconds) {
       stale++;
     kl_obj_unref(o);
   }
-  printf("  %s: %ld ops, %ld pops, %ld deltas applied, %ld batches, "
-         "%ld tombstones, %ld requeues; missing %d extra %d stale %d "
-         "regressions %ld\n",
-         real ? "RealFIFO" : "DeltaFIFO", atomic_load(&S.rv), S.pops,
-         S.applied, S.batches, S.tombstones, S.requeues, missing, extra,
-         stale, S.regressions);
+  printf("  %s%s: %ld ops, %ld pops, %ld deltas applied, %ld batches, "
+         "%ld tombstones, %ld requeues; %ld pop batches (max %ld items); "
+         "missing %d extra %d stale %d regressions %ld\n",
+         real ? "RealFIFO" : "DeltaFIFO", batch ? " (batches)" : "",
+         atomic_load(&S.rv), S.pops, S.applied, S.batches, S.tombstones,
+         S.requeues, S.pop_batches, S.max_batch, missing, extra, stale,
+         S.regressions);
+  if (batch) CHECK(S.pop_batches > 0 && S.max_batch > 1);
   CHECK_EQ_INT(missing, 0);
   CHECK_EQ_INT(extra, 0);
   CHECK_EQ_INT(stale, 0);
@@ -271,8 +333,16 @@ static void run(bool real, double seconds) {
 
 static double seconds;
 
-TEST(delta_fifo_concurrent_producers_consumer) { run(false, seconds / 2); }
-TEST(real_fifo_concurrent_producers_consumer) { run(true, seconds / 2); }
+TEST(delta_fifo_concurrent_producers_consumer) {
+  run(false, false, seconds / 4);
+}
+TEST(real_fifo_concurrent_producers_consumer) { run(true, false, seconds / 4); }
+TEST(delta_fifo_batches_concurrent_producers_consumer) {
+  run(false, true, seconds / 4);
+}
+TEST(real_fifo_batches_concurrent_producers_consumer) {
+  run(true, true, seconds / 4);
+}
 
 int main(void) {
   kl_log_set_level(KL_LOG_ERROR);
@@ -281,5 +351,7 @@ int main(void) {
   if (seconds <= 0) seconds = 10;
   RUN(delta_fifo_concurrent_producers_consumer);
   RUN(real_fifo_concurrent_producers_consumer);
+  RUN(delta_fifo_batches_concurrent_producers_consumer);
+  RUN(real_fifo_batches_concurrent_producers_consumer);
   return ctest_summary();
 }
