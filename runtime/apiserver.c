@@ -3195,6 +3195,8 @@ int kl_apiserver_new(const kl_apiserver_opts *opts, kl_apiserver **out,
       opts->bookmark_interval > 0 ? opts->bookmark_interval : 60;
   s->o.max_body_bytes =
       opts->max_body_bytes ? opts->max_body_bytes : 3 * 1024 * 1024;
+  s->o.idle_timeout = opts->idle_timeout ? opts->idle_timeout : 60;
+  s->o.max_connections = opts->max_connections ? opts->max_connections : 1024;
   pthread_rwlock_init(&s->mu, NULL);
   pthread_mutex_init(&s->hmu, NULL);
   pthread_mutex_init(&s->gmu, NULL);

@@ -31,6 +31,10 @@ typedef struct kl_apiserver_opts {
   size_t history;           /* changes kept for watch/continue: 10000 */
   double bookmark_interval; /* seconds between BOOKMARKs: 60 */
   size_t max_body_bytes;    /* larger request bodies get 413: 3 MiB */
+  unsigned idle_timeout;    /* seconds an idle connection (no request in
+                               flight; watch streams excepted) is kept: 60 */
+  unsigned max_connections; /* connections served at once (one thread
+                               each); more are refused: 1024 */
   const char *faults;       /* --faults argument, handed to the faults hook */
 } kl_apiserver_opts;
 

@@ -33,6 +33,10 @@ static const char usage[] =
     "  --bookmark-interval SECS  seconds between watch BOOKMARKs (default 60)\n"
     "  --max-body-bytes N        larger request bodies get 413 (default\n"
     "                            3145728)\n"
+    "  --idle-timeout SECS       close connections idle this long; watch\n"
+    "                            streams excepted (default 60)\n"
+    "  --max-connections N       connections served at once; more are\n"
+    "                            refused (default 1024)\n"
     "  --faults SPEC             fault injection (see docs/serve.md)\n"
     "  --state-file FILE         keep the objects across restarts: load FILE\n"
     "                            at start (when it exists, before --seed),\n"
@@ -156,6 +160,16 @@ int kl_cmd_serve(int argc, char **argv) {
                                            "a positive number", v);
       }
       o.bookmark_interval = d;
+    } else if (!strcmp(a, "--idle-timeout") ||
+               !strcmp(a, "--max-connections")) {
+      long n = strtol(v, &end, 10);
+      if (*end || n < 1 || n > 1000000) {
+        free(seeds);
+        return kl_cli_usage_error("serve", "%s: '%s' is not a positive "
+                                           "integer", a, v);
+      }
+      if (a[2] == 'i') o.idle_timeout = (unsigned)n;
+      else o.max_connections = (unsigned)n;
     } else if (!strcmp(a, "--max-body-bytes")) {
       long n = strtol(v, &end, 10);
       if (*end || n < 1) {

@@ -208,6 +208,9 @@ static enum MHD_Result start_watch(kl_apiserver *s, struct MHD_Connection *c,
   kl_as_http_req req = {"GET", cc->url ? cc->url : "", hdr(c, "Accept"),
                         "", hdr(c, "User-Agent"), NULL, 0, c};
   wc->fw = kl_as_faults_watch_open(s, &req);
+  /* a watch may be quiet for longer than the idle timeout: it ends by its
+   * own timeoutSeconds instead */
+  MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
   struct MHD_Response *resp = MHD_create_response_from_callback(
       MHD_SIZE_UNKNOWN, 32 * 1024, watch_reader, wc, watch_free);
   MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -613,10 +616,18 @@ int kl__as_http_start(kl_apiserver *s, void **http, int *port, char **err) {
     if (!h->key) goto fail;
     flags |= MHD_USE_TLS;
   }
-  struct MHD_OptionItem opts[8];
+  struct MHD_OptionItem opts[10];
   int k = 0;
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
-  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 0, NULL};
+  /* Idle connections (a client that connects and sends nothing, or keeps a
+   * keep-alive connection open) are closed after idle_timeout, so they
+   * cannot pile up and starve new clients of threads; watch streams turn
+   * the timeout off for their connection (start_watch). */
+  const kl_apiserver_opts *so = kl_as_server_opts(s);
+  unsigned idle = so->idle_timeout ? so->idle_timeout : 60;
+  unsigned maxc = so->max_connections ? so->max_connections : 1024;
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, idle, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, maxc, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED,
                                       (intptr_t)completed, NULL};
   if (h->cert) {

@@ -976,5 +976,46 @@ def tls_and_kubeconfig():
         assert p.wait(10) == 0
 
 
+@test
+def idle_connections_closed_watches_kept_no_starvation():
+    import socket
+    p, url = start_server("--idle-timeout", "1", "--max-connections", "64")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        # a client that connects and sends nothing is closed by the server
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(10)
+        assert s.recv(1) == b""
+        s.close()
+        # a quiet watch outlives the idle timeout (it ends by timeoutSeconds)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", CM % "default" +
+                  "?watch=1&resourceVersion=0&timeoutSeconds=3")
+        r = c.getresponse()
+        t0 = time.time()
+        r.read()
+        assert r.status == 200 and time.time() - t0 > 2.5, time.time() - t0
+        # more idle sockets than --max-connections: once they time out,
+        # the server answers again (they cannot starve it for good)
+        socks = [socket.create_connection(("127.0.0.1", port))
+                 for _ in range(80)]
+        ok = False
+        for _ in range(50):
+            time.sleep(0.2)
+            try:
+                st, v, _ = req("GET", "/version", port=port)
+                ok = st == 200
+            except OSError:
+                ok = False
+            if ok:
+                break
+        for x in socks:
+            x.close()
+        assert ok, "the server did not answer after the idle flood"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
 print("1..%d" % N)
 sys.exit(1 if FAILED else 0)
