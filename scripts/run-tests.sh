@@ -9,6 +9,16 @@ ROOT=$(pwd)
 MAKE=${MAKE:-make}
 JOBS=${JOBS:-2}
 BUILD=${BUILD:-build}
+# The captures of a real kube-apiserver: shared/k8s-wire beside the
+# repository (where CI puts it), else the workplace's copy.
+if [ -z "${KLUA_WIRE_DIR:-}" ]; then
+  if [ -d "$ROOT/../shared/k8s-wire" ]; then
+    KLUA_WIRE_DIR=$(cd "$ROOT/../shared/k8s-wire" && pwd)
+  else
+    KLUA_WIRE_DIR=/work/shared/k8s-wire
+  fi
+fi
+export KLUA_WIRE_DIR
 export BUILD
 LOGDIR=$BUILD/test-logs
 mkdir -p "$LOGDIR"

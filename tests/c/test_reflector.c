@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ctest.h"
+#include "testutil.h"
 #include "json.h"
 #include "reflector.h"
 
@@ -518,7 +519,7 @@ static enum MHD_Result serve_raw(struct MHD_Connection *c, bool watch) {
   atomic_fetch_add(&n_watch, 1);
   raw_stream *s = kl_calloc(1, sizeof *s);
   if (atomic_fetch_add(&raw_watches, 1) == 0) {
-    char *p = kl_sprintf("/work/shared/k8s-wire/watch/%s.raw", raw_name);
+    char *p = kl_sprintf("%s/watch/%s.raw", tu_wire_dir(), raw_name);
     size_t n = 0;
     char *text = slurp(p, &n);
     free(p);

@@ -23,7 +23,7 @@
 #include "testutil.h"
 
 static char tmp[256];
-static const char *wire = "/work/shared/k8s-wire";
+static const char *wire; /* tu_wire_dir(), set in main */
 
 static char *tpath(const char *rel) { return kl_sprintf("%s/%s", tmp, rel); }
 
@@ -70,6 +70,14 @@ static enum MHD_Result serve_capture(struct MHD_Connection *c,
   enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, resp);
   MHD_destroy_response(resp);
   free(text);
+  return ret;
+}
+
+/* serve_capture of a file under the captures directory (tu_wire_dir). */
+static enum MHD_Result serve_wire(struct MHD_Connection *c, const char *rel) {
+  char *path = kl_sprintf("%s%s", wire, rel);
+  enum MHD_Result ret = serve_capture(c, path);
+  free(path);
   return ret;
 }
 
@@ -166,21 +174,18 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
     return r;
   }
   if (!strcmp(url, "/api/v1"))
-    return serve_capture(c, "/work/shared/k8s-wire/discovery/api_v1.http");
+    return serve_wire(c, "/discovery/api_v1.http");
   if (!strcmp(url, "/api"))
-    return serve_capture(c, "/work/shared/k8s-wire/discovery/api.http");
+    return serve_wire(c, "/discovery/api.http");
   if (!strcmp(url, "/apis"))
-    return serve_capture(c, "/work/shared/k8s-wire/discovery/apis.http");
+    return serve_wire(c, "/discovery/apis.http");
   if (!strcmp(url, "/apis/apps/v1"))
-    return serve_capture(c,
-                         "/work/shared/k8s-wire/discovery/apis_apps_v1.http");
+    return serve_wire(c, "/discovery/apis_apps_v1.http");
   if (!strcmp(url, "/apis/test.example.com/v1")) {
     atomic_fetch_add(&hits_disc_crd, 1);
     if (atomic_load(&crd_exists))
-      return serve_capture(
-          c, "/work/shared/k8s-wire/discovery/apis_test_example_com_v1.http");
-    return serve_capture(
-        c, "/work/shared/k8s-wire/errors/404_unknown_group.http");
+      return serve_wire(c, "/discovery/apis_test_example_com_v1.http");
+    return serve_wire(c, "/errors/404_unknown_group.http");
   }
   if (!strcmp(url, "/flaky429")) {
     if (atomic_fetch_add(&hits_429, 1) < 2)
@@ -940,7 +945,7 @@ TEST(concurrent_requests_share_one_client) {
 }
 
 int main(void) {
-  if (getenv("KLUA_WIRE_DIR")) wire = getenv("KLUA_WIRE_DIR");
+  wire = tu_wire_dir();
   snprintf(tmp, sizeof tmp, "/tmp/klua-rest-XXXXXX");
   if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
   const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
