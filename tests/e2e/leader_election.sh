@@ -14,21 +14,7 @@
 # Takeover times are logged ("# ..."). Prints "ok N - ..."; about 35 s.
 # Environment: KLUA_BIN (default build/klua), KLUA_ROOT.
 set -u
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-KLUA=${KLUA_BIN:-$ROOT/build/klua}
-N=0
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-nok() { N=$((N + 1)); echo "not ok $N - $1"; }
-check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-
-D=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$D"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.bash"
 
 # The controller: annotates every ConfigMap labelled le-test=true with
 # reconciled-by-<REPLICA>, once, and logs each reconcile with its replica.
@@ -52,22 +38,12 @@ klua.controller({
 })
 LUA
 
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 
-"$KLUA" serve --listen 127.0.0.1:0 --kubeconfig-out "$D/kc" >"$D/serve.log" 2>&1 &
-SPID=$!
-PIDS+=($SPID)
-URL=
-for _ in $(seq 100); do
-  URL=$(sed -n 's/^ *server: *//p' "$D/kc" 2>/dev/null | head -1)
-  [ -n "$URL" ] && break
-  sleep 0.05
-done
+start_serve "$D/serve.log" --listen 127.0.0.1:0 --kubeconfig-out "$D/kc"
+URL=$SURL
 check "klua serve starts and writes a kubeconfig" '[ -n "$URL" ]'
 [ -n "$URL" ] || exit 1
 

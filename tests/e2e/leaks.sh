@@ -10,15 +10,10 @@
 # Environment: KLUA_ROOT, BUILD (default build); LEAKS_BIN to use another
 # instrumented binary.
 set -u
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$(dirname "$0")/lib.bash"
 cd "$ROOT"
 BUILD=${BUILD:-build}
-BIN=${LEAKS_BIN:-$ROOT/$BUILD/asan/klua}
-N=0
-FAILED=0
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-nok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; }
-check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
+KLUA=${LEAKS_BIN:-$ROOT/$BUILD/asan/klua}
 
 if [ -z "${LEAKS_BIN:-}" ]; then
   # the C suite has built the instrumented library already: this links it
@@ -32,28 +27,13 @@ if [ -z "${LEAKS_BIN:-}" ]; then
   rm -f /tmp/klua-leaks-build.$$
 fi
 
-D=$(mktemp -d)
-SPID= RPID=
-cleanup() {
-  [ -n "$RPID" ] && kill -KILL "$RPID" 2>/dev/null
-  [ -n "$SPID" ] && kill -KILL "$SPID" 2>/dev/null
-  rm -rf "$D"
-}
-trap cleanup EXIT
-
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=exitcode=23
 
-"$BIN" serve --listen 127.0.0.1:0 --faults on --bookmark-interval 1 \
-  --kubeconfig-out "$D/kc" >"$D/serve.log" 2>&1 &
-SPID=$!
-URL=
-for _ in $(seq 100); do
-  URL=$(grep -o 'http://[0-9.:]*' "$D/serve.log" 2>/dev/null | head -1)
-  [ -n "$URL" ] && break
-  sleep 0.1
-done
+SERVE_WAIT=10 start_serve "$D/serve.log" --listen 127.0.0.1:0 --faults on --bookmark-interval 1 \
+  --kubeconfig-out "$D/kc"
+URL=$SURL
 if [ -z "$URL" ]; then
   nok "klua serve (asan) starts"; cat "$D/serve.log"; exit 1
 fi
@@ -123,9 +103,10 @@ EOF
 script 1
 for i in 1 2 3 4 5; do put default "c$i" "$i" >/dev/null; done
 
-"$BIN" run "$D/ctl.lua" --kubeconfig "$D/kc" --reload --budget 1 -v 1 \
+"$KLUA" run "$D/ctl.lua" --kubeconfig "$D/kc" --reload --budget 1 -v 1 \
   >"$D/run.log" 2>&1 &
 RPID=$!
+PIDS+=($RPID)
 
 # waits (bounded) until grep -q PATTERN run.log succeeds
 wait_log() {
@@ -168,20 +149,10 @@ check "klua run still reconciles after the faults" \
 check "three reloads happened" '[ "$(grep -c "reloaded " "$D/run.log")" -ge 3 ]'
 
 # stop both; LeakSanitizer reports at exit (exit code 23)
-kill -TERM "$RPID"
-rc_run=124
-for _ in $(seq 150); do
-  if ! kill -0 "$RPID" 2>/dev/null; then wait "$RPID"; rc_run=$?; break; fi
-  sleep 0.1
-done
-RPID=
-kill -TERM "$SPID"
-rc_serve=124
-for _ in $(seq 150); do
-  if ! kill -0 "$SPID" 2>/dev/null; then wait "$SPID"; rc_serve=$?; break; fi
-  sleep 0.1
-done
-SPID=
+stop_rc "$RPID" 15
+rc_run=$RC
+stop_rc "$SPID" 15
+rc_serve=$RC
 san='ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:'
 check "klua run exits 0 with no sanitizer report (exit $rc_run)" \
   '[ "$rc_run" = 0 ] && ! grep -qE "$san" "$D/run.log"'
@@ -194,5 +165,4 @@ if [ "$FAILED" -ne 0 ]; then
   echo "# klua serve log:"
   grep -A30 -E "$san" "$D/serve.log" | head -60 | sed 's/^/# /'
 fi
-echo "# $((N - FAILED)) passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+summary

@@ -11,32 +11,12 @@
 # Prints "ok N - ..." / "not ok N - ...". LOAD_SECONDS (default 20;
 # `make soak` uses 600).
 set -u
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-KLUA=${KLUA_BIN:-$ROOT/build/klua}
+. "$(dirname "$0")/lib.bash"
 DRIVER=$ROOT/tests/e2e/chaos_driver.py
 SECS=${LOAD_SECONDS:-20}
-N=0
-FAILED=0
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-nok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; }
-check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
 
-D=$(mktemp -d)
-SPID= RPID= WPID=
-cleanup() {
-  for p in $WPID $RPID $SPID; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$D"
-}
-trap cleanup EXIT
-
-"$KLUA" serve --listen 127.0.0.1:0 --kubeconfig-out "$D/kc" >"$D/serve.log" 2>&1 &
-SPID=$!
-URL=
-for _ in $(seq 100); do
-  URL=$(grep -o 'http://[0-9.:]*' "$D/serve.log" 2>/dev/null | head -1)
-  [ -n "$URL" ] && break
-  sleep 0.05
-done
+start_serve "$D/serve.log" --listen 127.0.0.1:0 --kubeconfig-out "$D/kc"
+URL=$SURL
 [ -n "$URL" ] || { nok "klua serve starts"; exit 1; }
 python3 "$DRIVER" setup "$URL" || { nok "setup"; exit 1; }
 
@@ -83,6 +63,7 @@ EOF
 
 "$KLUA" run "$D/load.lua" --kubeconfig "$D/kc" -v 1 >"$D/run.log" 2>&1 &
 RPID=$!
+PIDS+=($RPID)
 for _ in $(seq 200); do
   grep -q "running .*load.lua" "$D/run.log" && break
   kill -0 "$RPID" 2>/dev/null || break
@@ -93,6 +74,7 @@ check "klua run starts and syncs 50 informers" \
 
 python3 "$DRIVER" churn "$URL" 7 "$SECS" >"$D/churn.log" 2>&1 &
 WPID=$!
+PIDS+=($WPID)
 : >"$D/rss"
 for _ in $(seq "$SECS"); do
   sleep 1
@@ -101,7 +83,7 @@ for _ in $(seq "$SECS"); do
 done
 wait "$WPID"
 WRC=$?
-WPID=
+forget "$WPID"
 check "the churn writer ran (exit $WRC)" '[ "$WRC" = 0 ]'
 check "klua run is alive after ${SECS} s of churn" 'kill -0 "$RPID" 2>/dev/null'
 check "it kept reconciling (progress lines)" \
@@ -117,14 +99,7 @@ echo "# RSS (kB) over $NS samples: 2nd quarter mean $Q2, last quarter mean $Q4; 
 check "RSS stays flat (last quarter <= 1.25 x 2nd quarter + 8 MB)" \
   '[ "$NS" -ge 4 ] && [ "$Q4" -le $((Q2 * 125 / 100 + 8192)) ]'
 
-kill -TERM "$RPID"
-RC=124
-for _ in $(seq 100); do
-  if ! kill -0 "$RPID" 2>/dev/null; then wait "$RPID"; RC=$?; break; fi
-  sleep 0.1
-done
-RPID=
+stop_rc "$RPID" 10
 check "klua run stops cleanly (exit $RC)" '[ "$RC" = 0 ]'
 [ "$FAILED" -ne 0 ] && tail -20 "$D/run.log" | sed 's/^/# /'
-echo "# $((N - FAILED)) passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+summary

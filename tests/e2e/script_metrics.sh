@@ -12,21 +12,7 @@
 # Prints "ok N - ..."; a few seconds.
 # Environment: KLUA_BIN (default build/klua), KLUA_ROOT.
 set -u
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-KLUA=${KLUA_BIN:-$ROOT/build/klua}
-N=0
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-nok() { N=$((N + 1)); echo "not ok $N - $1"; }
-check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-
-D=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$D"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.bash"
 
 cat >"$D/widgets.lua" <<'LUA'
 local klua = require("klua")
@@ -51,13 +37,11 @@ klua.controller({
 })
 LUA
 
-"$KLUA" serve --listen 127.0.0.1:0 --kubeconfig-out "$D/kc" >"$D/serve.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q 'server:' "$D/kc" 2>/dev/null && break; sleep 0.05; done
+start_serve "$D/serve.log" --listen 127.0.0.1:0 --kubeconfig-out "$D/kc"
 check "klua serve starts" 'grep -q "server:" "$D/kc"'
 k() { kubectl --kubeconfig "$D/kc" "$@"; }
 
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 "$KLUA" run "$D/widgets.lua" --kubeconfig "$D/kc" \
   --metrics-bind-address "127.0.0.1:$PORT" >"$D/run.log" 2>&1 &
 RPID=$!

@@ -13,22 +13,8 @@
 # Prints "ok N - ..." / "not ok N - ..."; about 15 s.
 # Environment: KLUA_BIN (default build/klua), KLUA_ROOT.
 set -u
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-KLUA=${KLUA_BIN:-$ROOT/build/klua}
-N=0
-FAILED=0
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-nok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; }
+. "$(dirname "$0")/lib.bash"
 skip() { N=$((N + 1)); echo "ok $N - $1 # skip $2"; }
-check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
-
-D=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$D"
-}
-trap cleanup EXIT
 
 TOKEN="kluaPLANTEDsecret$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 BADTOKEN="kluaWRONGsecret$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
@@ -42,23 +28,6 @@ cert server
 cert other
 # a distinctive piece of the private key (must never be printed)
 KEYBIT=$(sed -n 5p "$D/server.key" | cut -c10-50)
-
-# start_serve LOG ARGS...: starts klua serve, sets SURL (empty on failure)
-start_serve() {
-  local log=$1
-  shift
-  "$KLUA" serve "$@" >"$log" 2>&1 &
-  PIDS+=($!)
-  SPID=$!
-  SURL=
-  for _ in $(seq 100); do
-    SURL=$(grep -oE 'https?://[0-9.:]+' "$log" 2>/dev/null | head -1)
-    [ -n "$SURL" ] && return 0
-    kill -0 "$SPID" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
 
 start_serve "$D/tls.log" --listen 127.0.0.1:0 --tls-cert "$D/server.crt" \
   --tls-key "$D/server.key" --token "$TOKEN" --kubeconfig-out "$D/kc-full"
@@ -307,5 +276,4 @@ else
   skip "the fault endpoint refuses a non-loopback peer" "no non-loopback address"
 fi
 
-echo "# $((N - FAILED)) passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+summary
