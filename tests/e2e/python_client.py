@@ -10,43 +10,23 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import traceback
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+import klua_e2e as E
+from klua_e2e import test
+
 KLUA = sys.argv[1]
-N = 0
-FAILED = 0
 TMP = tempfile.mkdtemp()
 PROCS = []
 
 
-def test(fn):
-    global N, FAILED
-    N += 1
-    try:
-        fn()
-        print("ok %d - %s" % (N, fn.__name__))
-    except Exception:
-        FAILED += 1
-        print("not ok %d - %s" % (N, fn.__name__))
-        for line in traceback.format_exc().splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
-    return fn
-
-
 def start_server(kubeconfig, *args):
-    p = subprocess.Popen([KLUA, "serve", "--listen", "127.0.0.1:0",
-                          "--kubeconfig-out", kubeconfig] + list(args),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p, url = E.serve(KLUA, "--kubeconfig-out", kubeconfig, *args)
     PROCS.append(p)
-    line = p.stdout.readline()
-    assert line.startswith("listening on "), (line, p.stderr.read())
-    return line.split()[-1]
+    assert url, p.stderr.read().decode()
+    return url
 
 
 def api(kubeconfig, token=None):
@@ -198,5 +178,4 @@ def tls_and_token_via_generated_kubeconfig():
 for p in PROCS:
     p.terminate()
     p.wait(10)
-print("1..%d" % N)
-sys.exit(1 if FAILED else 0)
+E.finish()

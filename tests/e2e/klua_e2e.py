@@ -1,0 +1,58 @@
+"""Shared helpers of the Python end-to-end scripts (tests/e2e/*.py): TAP
+lines for test functions and starting `klua serve` on a free port.
+
+A script imports it as `import klua_e2e as E` (Python puts the script's own
+directory, tests/e2e, first on sys.path). Tests run one at a time: the
+counters are plain module globals, not thread-safe."""
+import subprocess
+import sys
+import traceback
+
+N = 0       # tests run so far
+FAILED = 0  # of which failed
+
+
+def run(name, fn, *args):
+    """Runs fn(*args) as test number N+1 and prints "ok N - name" or, with
+    its traceback as comments, "not ok N - name". Returns fn's result (None
+    when it failed)."""
+    global N, FAILED
+    N += 1
+    try:
+        out = fn(*args)
+        print("ok %d - %s" % (N, name))
+        return out
+    except Exception:
+        FAILED += 1
+        print("not ok %d - %s" % (N, name))
+        for line in traceback.format_exc().splitlines():
+            print("#   " + line)
+        return None
+    finally:
+        sys.stdout.flush()
+
+
+def test(fn):
+    """Decorator: runs fn at once as a test named after it."""
+    run(fn.__name__, fn)
+    return fn
+
+
+def finish():
+    """Prints the TAP plan and exits 1 when a test failed (else 0)."""
+    print("1..%d" % N)
+    sys.exit(1 if FAILED else 0)
+
+
+def serve(klua, *args):
+    """Starts `KLUA serve --listen 127.0.0.1:0 ARGS...` with stdout and
+    stderr piped (bytes) and reads its first line. Returns (proc, url); url
+    is None when the server did not start (the process has then ended)."""
+    p = subprocess.Popen([klua, "serve", "--listen", "127.0.0.1:0"] +
+                         list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    line = p.stdout.readline().decode()
+    if not line.startswith("listening on "):
+        p.wait(timeout=10)
+        return p, None
+    return p, line.split()[-1]
