@@ -8,48 +8,19 @@
  * implies (a released lease is taken long before it would expire). */
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "apiserver.h"
+#include "apiserver_fixture.h"
 #include "ctest.h"
-#include "kubeconfig.h"
 #include "leader.h"
-#include "rest.h"
 
 static kl_apiserver *srv;
 static kl_rest *rest;
 static kl_as_resource *leases;
 
 static void setup(void) {
-  kl_apiserver_opts o = {.listen = "127.0.0.1:0", .faults = "on"};
-  char *err = NULL;
-  if (kl_apiserver_new(&o, &srv, &err) || kl_apiserver_start(srv, &err)) {
-    printf("  apiserver: %s\n", err);
-    exit(1);
-  }
+  tu_apiserver_up(&srv, &rest);
   leases = kl_as_find(srv, "coordination.k8s.io", "v1", "leases");
-  char dir[64], path[96];
-  snprintf(dir, sizeof dir, "/tmp/klua-test-leader-%d", (int)getpid());
-  mkdir(dir, 0700);
-  snprintf(path, sizeof path, "%s/kubeconfig", dir);
-  FILE *f = fopen(path, "w");
-  fprintf(f,
-          "current-context: t\nclusters:\n- name: c\n  cluster:\n"
-          "    server: %s\nusers:\n- name: u\n  user: {}\n"
-          "contexts:\n- name: t\n  context: {cluster: c, user: u, "
-          "namespace: default}\n",
-          kl_apiserver_url(srv));
-  fclose(f);
-  kl_kubeconfig_opts ko = {.path = path};
-  kl_kubeconfig *kc = NULL;
-  if (kl_kubeconfig_load(&ko, &kc, &err) || kl_rest_new(kc, NULL, &rest, &err)) {
-    printf("  client: %s\n", err);
-    exit(1);
-  }
-  kl_kubeconfig_free(kc);
-  unlink(path);
-  rmdir(dir);
 }
 
 /* The lease's spec field as a NEW string ("" when absent; numbers as
