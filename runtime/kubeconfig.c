@@ -270,6 +270,19 @@ static int collect(kfile *f, const char *listkey, const char *itemkey,
   return 0;
 }
 
+/* Frees an exec plugin's configuration (NULL is fine), its env wiped. */
+static void exec_config_free(kl_exec_config *x) {
+  if (!x) return;
+  free(x->command);
+  for (int i = 0; i < x->nargs; i++) free(x->args[i]);
+  free(x->args);
+  for (int i = 0; i < x->nenv; i++) wipe_str(x->env[i]);
+  free(x->env);
+  free(x->api_version);
+  free(x->install_hint);
+  free(x);
+}
+
 void kl_kubeconfig_free(kl_kubeconfig *kc) {
   if (!kc) return;
   free(kc->source);
@@ -288,17 +301,7 @@ void kl_kubeconfig_free(kl_kubeconfig *kc) {
   wipe_free(kc->key_data, kc->key_len);
   free(kc->username);
   wipe_str(kc->password);
-  if (kc->exec) {
-    kl_exec_config *x = kc->exec;
-    free(x->command);
-    for (int i = 0; i < x->nargs; i++) free(x->args[i]);
-    free(x->args);
-    for (int i = 0; i < x->nenv; i++) wipe_str(x->env[i]);
-    free(x->env);
-    free(x->api_version);
-    free(x->install_hint);
-    free(x);
-  }
+  exec_config_free(kc->exec);
   free(kc);
 }
 
@@ -762,17 +765,7 @@ void kl_creds_free(kl_creds *c) {
   free(c->token_file);
   wipe_str(c->file_token);
   exec_drop(c);
-  if (c->exec) {
-    kl_exec_config *x = c->exec;
-    free(x->command);
-    for (int i = 0; i < x->nargs; i++) free(x->args[i]);
-    free(x->args);
-    for (int i = 0; i < x->nenv; i++) wipe_str(x->env[i]);
-    free(x->env);
-    free(x->api_version);
-    free(x->install_hint);
-    free(x);
-  }
+  exec_config_free(c->exec);
   free(c->exec_info);
   free(c->where);
   free(c);
