@@ -1254,11 +1254,7 @@ static void run_hook(gen *g, kl_vm *vm, hook_ev *ev) {
     } else {
       kl_objv all = {0};
       kl_store_list(gc->primary->store, &all);
-      lua_createtable(L, (int)all.n, 0);
-      for (size_t i = 0; i < all.n; i++) {
-        kl_lua_push_obj(L, all.v[i]);
-        lua_rawseti(L, -2, (int)i + 1);
-      }
+      kl_lua_push_objs(L, all.v, all.n);
       kl_objv_free(&all);
       nargs = 1;
     }

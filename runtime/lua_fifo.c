@@ -358,20 +358,12 @@ static int l_len(lua_State *L) {
   return 1;
 }
 
-static void push_strv(lua_State *L, kl_strv *sv) {
-  lua_createtable(L, (int)sv->n, 0);
-  for (size_t i = 0; i < sv->n; i++) {
-    lua_pushstring(L, sv->v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
-}
-
 static int l_list_keys(lua_State *L) {
   lfifo *f = check_fifo(L);
   kl_strv keys = {0};
   if (f->df) kl_delta_fifo_list_keys(f->df, &keys);
   else kl_real_fifo_list_keys(f->rf, &keys);
-  push_strv(L, &keys);
+  kl_lua_push_strs(L, keys.v, keys.n);
   kl_strv_free(&keys);
   return 1;
 }
@@ -480,11 +472,7 @@ static int push_call(lua_State *L) {
   pushctx *c = lua_touserdata(L, 1);
   lua_pushlightuserdata(L, c->u);
   lua_rawget(L, LUA_REGISTRYINDEX); /* fn */
-  lua_createtable(L, (int)c->state->n, 0);
-  for (size_t i = 0; i < c->state->n; i++) {
-    kl_lua_push_obj(L, c->state->v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_objs(L, c->state->v, c->state->n);
   lua_call(L, 1, 0);
   return 0;
 }
@@ -570,11 +558,7 @@ static int l_u_list(lua_State *L) {
   lundelta *u = check_undelta(L);
   kl_objv all = {0};
   kl_store_list(kl_undelta_store_store(u->u), &all);
-  lua_createtable(L, (int)all.n, 0);
-  for (size_t i = 0; i < all.n; i++) {
-    kl_lua_push_obj(L, all.v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_objs(L, all.v, all.n);
   kl_objv_free(&all);
   return 1;
 }
@@ -583,22 +567,15 @@ static int l_u_list_keys(lua_State *L) {
   lundelta *u = check_undelta(L);
   kl_strv keys = {0};
   kl_store_list_keys(kl_undelta_store_store(u->u), &keys);
-  push_strv(L, &keys);
+  kl_lua_push_strs(L, keys.v, keys.n);
   kl_strv_free(&keys);
   return 1;
 }
 
 static int l_u_get(lua_State *L) {
   lundelta *u = check_undelta(L);
-  kl_obj *o = kl_store_get_by_key(kl_undelta_store_store(u->u),
-                                  luaL_checkstring(L, 2));
-  if (!o) {
-    lua_pushnil(L);
-    return 1;
-  }
-  kl_lua_push_obj(L, o);
-  kl_obj_unref(o);
-  return 1;
+  return kl_lua_push_found(L, kl_store_get_by_key(kl_undelta_store_store(u->u),
+                                                  luaL_checkstring(L, 2)));
 }
 
 static int l_u_len(lua_State *L) {

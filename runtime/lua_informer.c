@@ -259,25 +259,15 @@ static int l_next_event(lua_State *L) {
 static int l_get(lua_State *L) {
   linf *li = check_inf(L);
   const char *key = luaL_checkstring(L, 2);
-  kl_obj *o = kl_store_get_by_key(kl_informer_store(li->inf), key);
-  if (!o) {
-    lua_pushnil(L);
-    return 1;
-  }
-  kl_lua_push_obj(L, o);
-  kl_obj_unref(o);
-  return 1;
+  return kl_lua_push_found(L,
+                           kl_store_get_by_key(kl_informer_store(li->inf), key));
 }
 
 static int l_list(lua_State *L) {
   linf *li = check_inf(L);
   kl_objv v = {0};
   kl_store_list(kl_informer_store(li->inf), &v);
-  lua_createtable(L, (int)v.n, 0);
-  for (size_t i = 0; i < v.n; i++) {
-    kl_lua_push_obj(L, v.v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_objs(L, v.v, v.n);
   kl_objv_free(&v);
   return 1;
 }
@@ -286,11 +276,7 @@ static int l_keys(lua_State *L) {
   linf *li = check_inf(L);
   kl_strv v = {0};
   kl_store_list_keys(kl_informer_store(li->inf), &v);
-  lua_createtable(L, (int)v.n, 0);
-  for (size_t i = 0; i < v.n; i++) {
-    lua_pushstring(L, v.v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_strs(L, v.v, v.n);
   kl_strv_free(&v);
   return 1;
 }

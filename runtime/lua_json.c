@@ -987,6 +987,32 @@ void kl_lua_push_obj(lua_State *L, const kl_obj *obj) {
   lua_settop(L, ctx); /* t */
 }
 
+void kl_lua_push_objs(lua_State *L, kl_obj *const *objs, size_t n) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    kl_lua_push_obj(L, objs[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+}
+
+void kl_lua_push_strs(lua_State *L, char *const *strs, size_t n) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, strs[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+}
+
+int kl_lua_push_found(lua_State *L, kl_obj *obj) {
+  if (!obj) {
+    lua_pushnil(L);
+    return 1;
+  }
+  kl_lua_push_obj(L, obj);
+  kl_obj_unref(obj);
+  return 1;
+}
+
 void kl_lua_json_set_readonly(lua_State *L, bool on) {
   lua_checkstack(L, 6);
   int ctx = push_ctx(L);

@@ -23,6 +23,13 @@ int kl_lua_push_json(lua_State *L, kl_span json);
  * not keep a reference to obj. Raises a Lua error only in read-only debug
  * mode, when the cached table for obj was modified (see docs/json.md). */
 void kl_lua_push_obj(lua_State *L, const kl_obj *obj);
+/* Pushes an array of the kl_lua_push_obj tables of objs[0..n-1]. */
+void kl_lua_push_objs(lua_State *L, kl_obj *const *objs, size_t n);
+/* Pushes an array of the strings strs[0..n-1]. */
+void kl_lua_push_strs(lua_State *L, char *const *strs, size_t n);
+/* The end of a lookup: pushes obj's table and drops the caller's reference,
+ * or pushes nil when obj is NULL (not found). Returns 1, the values pushed. */
+int kl_lua_push_found(lua_State *L, kl_obj *obj);
 /* Encodes the value at idx as compact JSON appended to out. Returns 0, or
  * KL_EINVAL with *err a NEW message (cycles, functions, NaN, bad keys). */
 int kl_lua_to_json(lua_State *L, int idx, kl_buf *out, char **err);

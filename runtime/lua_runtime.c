@@ -44,11 +44,7 @@ static int cmp_obj_key(const void *a, const void *b) {
 /* Pushes an array of the objects (sorted by key) and frees ov. */
 static void push_objv(lua_State *L, kl_objv *ov) {
   if (ov->n > 1) qsort(ov->v, ov->n, sizeof ov->v[0], cmp_obj_key);
-  lua_createtable(L, (int)ov->n, 0);
-  for (size_t i = 0; i < ov->n; i++) {
-    kl_lua_push_obj(L, ov->v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_objs(L, ov->v, ov->n);
   kl_objv_free(ov);
 }
 
@@ -59,13 +55,7 @@ static int b_cache_get(lua_State *L) {
   char *key = kl_meta_key(ns, name);
   kl_obj *o = kl_store_get_by_key(s, key);
   free(key);
-  if (!o) {
-    lua_pushnil(L);
-    return 1;
-  }
-  kl_lua_push_obj(L, o);
-  kl_obj_unref(o);
-  return 1;
+  return kl_lua_push_found(L, o);
 }
 
 static int b_cache_list(lua_State *L) {
@@ -127,11 +117,7 @@ static int b_cache_index_values(lua_State *L) {
     return luaL_error(L, "klua: no index '%s' on cache %s", index,
                       lua_tostring(L, 1));
   if (sv.n > 1) qsort(sv.v, sv.n, sizeof sv.v[0], cmp_str);
-  lua_createtable(L, (int)sv.n, 0);
-  for (size_t i = 0; i < sv.n; i++) {
-    lua_pushstring(L, sv.v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_strs(L, sv.v, sv.n);
   kl_strv_free(&sv);
   return 1;
 }

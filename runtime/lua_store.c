@@ -225,21 +225,13 @@ static kl_objv *new_objv(lua_State *L) {
 
 /* Replaces the objv userdata on top with an array of tables. */
 static void push_objs(lua_State *L, kl_objv *ov) {
-  lua_createtable(L, (int)ov->n, 0); /* ov t */
-  for (size_t i = 0; i < ov->n; i++) {
-    kl_lua_push_obj(L, ov->v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_objs(L, ov->v, ov->n); /* ov t */
   kl_objv_free(ov);
   lua_replace(L, -2); /* t */
 }
 
 static void push_strs(lua_State *L, kl_strv *sv) {
-  lua_createtable(L, (int)sv->n, 0);
-  for (size_t i = 0; i < sv->n; i++) {
-    lua_pushstring(L, sv->v[i]);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
+  kl_lua_push_strs(L, sv->v, sv->n);
   kl_strv_free(sv);
 }
 
