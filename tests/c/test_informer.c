@@ -113,6 +113,7 @@ typedef struct rec {
   kl_hmap view; /* key -> rv (NEW strings), from notifications only */
   int adds, initial_adds, updates, resyncs, deletes, tombstones;
   int anomalies; /* add of a known key, update/delete of an unknown one */
+  int order_errors; /* an update older than the version already seen */
   int null_objs;
   int sleep_ms;
   int resync_r1, resync_r2; /* resyncs of default/r-1 and default/r-2 */
@@ -147,6 +148,9 @@ static void rec_apply(rec *r, const kl_notification *n) {
       if (!strcmp(n->key, "default/r-2")) r->resync_r2++;
     }
     if (!known || !n->old) r->anomalies++;
+    if (known && atoll(kl_obj_resource_version(n->obj)) <
+                     atoll(kl_hmap_get(&r->view, n->key)))
+      r->order_errors++;
     free(kl_hmap_put(&r->view, n->key,
                      kl_strdup(kl_obj_resource_version(n->obj))));
     break;
@@ -460,6 +464,63 @@ TEST(stop_is_prompt_when_idle) {
   rec_free(&r);
 }
 
+/* A burst: the watch is held by the server while many changes are made,
+ * then released, so the events arrive back to back and the pop loop takes
+ * them in batches (applied outside the queue's lock). Every event reaches
+ * the handler, each key's in order, and store and handler converge. */
+TEST(burst_after_held_watch_keeps_every_event_in_order) {
+  for (int mode = 0; mode < 2; mode++) {
+    delete_all();
+    char name[16];
+    for (int i = 0; i < 8; i++) {
+      snprintf(name, sizeof name, "u-%d", i);
+      cm_put(name, 0, true);
+    }
+    kl_informer_opts o = opts();
+    o.in_order = mode == 1;
+    o.reflector.idle_timeout_s = 1;
+    kl_informer *inf = make(&o);
+    rec r;
+    rec_init(&r);
+    kl_handler *h;
+    kl_informer_add_handler(inf, rec_fn, &r, 0, &h);
+    kl_informer_start(inf);
+    CHECK(kl_informer_wait_for_sync(inf, 10));
+    WAIT_FOR(rec_get(&r, &r.adds) == 8);
+    /* the server holds each watch request 2 s (the reflector gives up on
+     * it after 1 s idle and retries: held again until the fault is gone) */
+    fault("{\"action\":\"delay\",\"seconds\":2,\"method\":\"GET\","
+          "\"watch\":true,\"count\":0}");
+    fault("{\"action\":\"close_watches\"}");
+    nap_ms(100);
+    for (int n = 1; n <= 200; n++) {
+      snprintf(name, sizeof name, "u-%d", n % 8);
+      CHECK_EQ_INT(cm_put(name, n, false), 0);
+    }
+    CHECK_EQ_INT(cm_delete("u-7"), 0);
+    CHECK_EQ_INT(cm_put("u-new", 1, true), 0);
+    faults_clear();
+    kl_hmap want;
+    server_state(&want);
+    WAIT_FOR(store_equals(kl_informer_store(inf), &want) &&
+             rec_equals(&r, &want) && rec_get(&r, &r.updates) >= 200);
+    CHECK(store_equals(kl_informer_store(inf), &want));
+    CHECK(rec_equals(&r, &want));
+    CHECK(kl_informer_has_synced(inf));
+    kl_informer_stats st;
+    kl_informer_stats_get(inf, &st);
+    CHECK_EQ_INT(st.reflector.lists, 1); /* no relist: every event seen */
+    CHECK_EQ_INT(rec_get(&r, &r.updates), 200);
+    CHECK_EQ_INT(rec_get(&r, &r.deletes), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.adds), 9);
+    CHECK_EQ_INT(rec_get(&r, &r.order_errors), 0);
+    CHECK_EQ_INT(rec_get(&r, &r.anomalies), 0);
+    state_free(&want);
+    kl_informer_unref(inf);
+    rec_free(&r);
+  }
+}
+
 /* ---- convergence ----------------------------------------------------------------- */
 
 typedef struct chaos {
@@ -546,6 +607,7 @@ static void converge(unsigned seed, bool in_order, bool watch_list) {
   CHECK(store_equals(kl_informer_store(inf), &want));
   CHECK(rec_equals(&r, &want)); /* every delete reached the handler */
   CHECK_EQ_INT(rec_get(&r, &r.anomalies), 0);
+  CHECK_EQ_INT(rec_get(&r, &r.order_errors), 0);
   kl_informer_stats st;
   kl_informer_stats_get(inf, &st);
   printf("# seed %u%s%s: %zu objects, %llu lists, %llu watches, gone %llu, "
@@ -604,6 +666,7 @@ int main(void) {
   RUN(factory_shares_by_canonical_key);
   RUN(metadata_only_informer_caches_partial_objects);
   RUN(stop_is_prompt_when_idle);
+  RUN(burst_after_held_watch_keeps_every_event_in_order);
   RUN(convergence_delta_fifo_several_seeds);
   RUN(convergence_in_order_mode);
   kl_rest_free(rest);

@@ -620,6 +620,7 @@ typedef struct rec {
   size_t last_replace_n;
   char last_replace_rv[32];
   bool saw_managed_fields, saw_missing_kind;
+  int batch_calls, batch_events; /* through push_batch (batch sinks) */
 } rec;
 
 static void rec_check(rec *r, kl_obj *o) {
@@ -677,9 +678,35 @@ static void rec_lock(rec *r) { pthread_mutex_lock(&r->mu); }
 static void rec_unlock(rec *r) { pthread_mutex_unlock(&r->mu); }
 #define RGET(r, f) (rec_lock(&(r)), rec_tmp = (long)(r).f, rec_unlock(&(r)), rec_tmp)
 
+/* The sink's push_batch: the events of one network read, applied in
+ * order and counted like the per-event functions. */
+static int rec_batch(void *ud, const kl_fifo_op *ops, size_t n) {
+  rec *r = ud;
+  pthread_mutex_lock(&r->mu);
+  r->batch_calls++;
+  r->batch_events += (int)n;
+  pthread_mutex_unlock(&r->mu);
+  for (size_t i = 0; i < n; i++) {
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    if (ops[i].type == KL_DELTA_ADDED) r->adds++;
+    else if (ops[i].type == KL_DELTA_UPDATED) r->updates++;
+    else r->dels++;
+    rec_check(r, ops[i].obj);
+    pthread_mutex_unlock(&r->mu);
+    if (ops[i].type == KL_DELTA_DELETED) rc = kl_store_delete(r->store, ops[i].obj);
+    else rc = kl_store_update(r->store, ops[i].obj);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* sinks made by rec_sink have push_batch while this is set */
+static bool batch_sink;
+
 static kl_reflector_sink rec_sink(rec *r) {
   return (kl_reflector_sink){rec_add, rec_update, rec_del, rec_replace, r,
-                             NULL};
+                             batch_sink ? rec_batch : NULL};
 }
 
 static kl_reflector_opts base_opts(void) {
@@ -812,7 +839,7 @@ TEST(pagination_5000_in_pages_of_500) {
   rec_free(&r);
 }
 
-TEST(watch_events_and_bookmarks_advance_rv) {
+static void watch_events_and_bookmarks(void) {
   reset_model();
   for (int i = 0; i < 3; i++) mcreate(i);
   rec r;
@@ -854,8 +881,18 @@ TEST(watch_events_and_bookmarks_advance_rv) {
   CHECK_EQ_INT(st.ev_deleted, 1);
   CHECK_EQ_INT(st.relists, 0);
   CHECK(st.watch_restarts >= 1);
+  /* with a batch sink every watch event went through push_batch */
+  CHECK_EQ_INT(RGET(r, batch_events), batch_sink ? 3 : 0);
   kl_reflector_free(rf);
   rec_free(&r);
+}
+
+TEST(watch_events_and_bookmarks_advance_rv) { watch_events_and_bookmarks(); }
+
+TEST(watch_events_through_push_batch) {
+  batch_sink = true;
+  watch_events_and_bookmarks();
+  batch_sink = false;
 }
 
 TEST(watch_410_event_relists_with_empty_rv) {
@@ -1265,8 +1302,9 @@ static void *disrupter(void *arg) {
 }
 
 TEST(convergence_under_writes_and_cuts) {
-  unsigned seeds[] = {1, 2, 3};
-  for (size_t si = 0; si < 3; si++) {
+  unsigned seeds[] = {1, 2, 3, 4};
+  for (size_t si = 0; si < 4; si++) {
+    batch_sink = si == 3; /* the events of each read in one push_batch */
     reset_model();
     for (int i = 0; i < 150; i++) mcreate(i);
     rec r;
@@ -1298,6 +1336,13 @@ TEST(convergence_under_writes_and_cuts) {
            (unsigned long long)st.err_decode, st.last_rv,
            (unsigned long long)model_rv());
     CHECK(st.watches > 3);
+    if (batch_sink) {
+      long ev = RGET(r, batch_events), calls = RGET(r, batch_calls);
+      printf("# seed %u: %ld events in %ld push_batch calls\n", seeds[si],
+             ev, calls);
+      CHECK(calls > 0);
+    }
+    batch_sink = false;
     kl_reflector_free(rf);
     rec_free(&r);
   }
@@ -1324,6 +1369,7 @@ int main(void) {
   }
   RUN(pagination_5000_in_pages_of_500);
   RUN(watch_events_and_bookmarks_advance_rv);
+  RUN(watch_events_through_push_batch);
   RUN(watch_410_event_relists_with_empty_rv);
   RUN(watch_http_410_and_compaction_relist);
   RUN(watch_500_relists_at_last_rv_exactly);
