@@ -5,7 +5,6 @@ Usage: serve_faults.py PORT KLUA_BIN. The server on PORT runs with
 --faults on. Prints "ok N - name" / "not ok N - name"; exits non-zero on any
 failure. The admin interface is described in docs/serve.md ("Fault
 injection")."""
-import http.client
 import json
 import socket
 import subprocess
@@ -13,28 +12,16 @@ import sys
 import time
 import traceback
 
+import klua_e2e as E
+
 PORT = int(sys.argv[1])
 KLUA = sys.argv[2]
-N = 0
-FAILED = 0
 ADMIN = "/_klua/faults"
 
 
 def req(method, path, body=None, port=None, host="127.0.0.1", headers=None):
-    c = http.client.HTTPConnection(host, port or PORT, timeout=20)
-    h = dict(headers or {})
-    if body is not None:
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-        h["Content-Type"] = "application/json"
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if data and r.getheader("Content-Type", "").startswith(
-            "application/json"):
-        return r.status, json.loads(data), r
-    return r.status, data, r
+    return E.request(port or PORT, method, path, body, headers=headers,
+                     host=host)
 
 
 def fault(**kw):
@@ -58,18 +45,11 @@ def clear():
 
 
 def test(fn):
-    global N, FAILED
-    N += 1
-    try:
+    """klua_e2e.test, with every fault removed first."""
+    def run():
         clear()
         fn()
-        print("ok %d - %s" % (N, fn.__name__))
-    except Exception:
-        FAILED += 1
-        print("not ok %d - %s" % (N, fn.__name__))
-        for line in traceback.format_exc().splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
+    E.run(fn.__name__, run)
     return fn
 
 
@@ -396,18 +376,15 @@ def malformed_watch_line():
 
 # ---- enabling and peers -------------------------------------------------------
 
-def start_server(*args):
-    p = subprocess.Popen([KLUA, "serve"] + list(args),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    line = p.stdout.readline()
-    assert line.startswith("listening on http"), (line, p.stderr.read())
-    return p, int(line.strip().rsplit(":", 1)[1])
+def start_server(*args, listen="127.0.0.1:0"):
+    p, url = E.serve(KLUA, *args, listen=listen)
+    assert url and url.startswith("http"), p.stderr.read()
+    return p, int(url.rsplit(":", 1)[1])
 
 
 @test
 def off_without_flag():
-    p, port = start_server("--listen", "127.0.0.1:0")
+    p, port = start_server()
     try:
         st, b, _ = req("GET", ADMIN, port=port)
         assert st == 404 and b == b"404 page not found\n", (st, b)
@@ -424,7 +401,7 @@ def faults_flag_rejects_garbage_and_preloads_json():
                         "--faults", "maybe"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode != 0 and "--faults" in r.stderr, r.stderr
-    p, port = start_server("--listen", "127.0.0.1:0", "--faults",
+    p, port = start_server("--faults",
                            '{"action":"fail","path":"/api","code":500}')
     try:
         st, b, _ = req("GET", "/api/v1/namespaces", port=port)
@@ -455,7 +432,7 @@ def non_loopback_peer_forbidden():
     addr = non_loopback_address()
     if not addr:
         return "skip: no non-loopback IPv4 address on this machine"
-    p, port = start_server("--listen", "0.0.0.0:0", "--faults", "on")
+    p, port = start_server("--faults", "on", listen="0.0.0.0:0")
     try:
         st, b, _ = req("GET", ADMIN, port=port, host=addr)
         assert st == 403 and b["reason"] == "Forbidden", (st, b)
@@ -471,16 +448,15 @@ def non_loopback_peer_forbidden():
         p.wait(10)
 
 
-N += 1
+E.N += 1
 try:
     why = non_loopback_peer_forbidden()
     print("ok %d - non_loopback_peer_forbidden%s" %
-          (N, " # SKIP " + why if why else ""))
+          (E.N, " # SKIP " + why if why else ""))
 except Exception:
-    FAILED += 1
-    print("not ok %d - non_loopback_peer_forbidden" % N)
+    E.FAILED += 1
+    print("not ok %d - non_loopback_peer_forbidden" % E.N)
     for line in traceback.format_exc().splitlines():
         print("#   " + line)
 
-print("1..%d" % N)
-sys.exit(1 if FAILED else 0)
+E.finish()

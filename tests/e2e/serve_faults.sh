@@ -3,17 +3,12 @@
 # server on a free port, runs serve_faults.py against it, stops it with
 # SIGTERM. Prints "ok N - name" lines.
 set -u
-KLUA_BIN=${KLUA_BIN:-build/klua}
-HERE=$(cd "$(dirname "$0")" && pwd)
-TMP=$(mktemp -d)
-trap 'kill $PID 2>/dev/null; rm -rf "$TMP"' EXIT
-"$KLUA_BIN" serve --listen 127.0.0.1:0 --faults on >"$TMP/out" 2>"$TMP/err" &
-PID=$!
-for _ in $(seq 50); do grep -q listening "$TMP/out" && break; sleep 0.1; done
-PORT=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/out")
-if [ -z "$PORT" ]; then echo "not ok 1 - server start"; cat "$TMP/err"; exit 1; fi
-/usr/bin/python3 "$HERE/serve_faults.py" "$PORT" "$KLUA_BIN"
+. "$(dirname "$0")/lib.bash"
+if ! start_serve "$D/serve.log" --listen 127.0.0.1:0 --faults on; then
+  echo "not ok 1 - server start"; cat "$D/serve.log"; exit 1
+fi
+/usr/bin/python3 "$ROOT/tests/e2e/serve_faults.py" "${SURL##*:}" "$KLUA"
 rc=$?
-kill -TERM $PID; wait $PID; src=$?
-if [ $src -eq 0 ]; then echo "ok - server exits 0 on SIGTERM"; else echo "not ok - server exit status $src"; cat "$TMP/err"; rc=1; fi
+stop_rc "$SPID" 10
+if [ $RC -eq 0 ]; then echo "ok - server exits 0 on SIGTERM"; else echo "not ok - server exit status $RC"; cat "$D/serve.log"; rc=1; fi
 exit $rc

@@ -15,36 +15,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+import klua_e2e as E
+from klua_e2e import test
 
 PORT = int(sys.argv[1])
 KLUA = sys.argv[2]
-N = 0
-FAILED = 0
 
 
 def req(method, path, body=None, ctype="application/json", accept=None,
         headers=None, port=None, conn=None):
-    c = conn or http.client.HTTPConnection("127.0.0.1", port or PORT,
-                                           timeout=20)
-    h = dict(headers or {})
-    if accept:
-        h["Accept"] = accept
-    if body is not None:
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-        h["Content-Type"] = ctype
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    ct = r.getheader("Content-Type", "")
+    st, data, r = E.request(port or PORT, method, path, body, ctype, accept,
+                            headers, conn=conn, decode=False)
     out = data
-    if ct.startswith("application/json") and path != "/version":
+    if r.getheader("Content-Type", "").startswith("application/json") and \
+            path != "/version":
         assert data.endswith(b"\n"), data
         out = json.loads(data)
-    if not conn:
-        c.close()
-    return r.status, out, r
+    return st, out, r
 
 
 def watch(path, accept=None, max_events=1000, until=None):
@@ -67,21 +55,6 @@ def watch(path, accept=None, max_events=1000, until=None):
             break
     c.close()
     return evs
-
-
-def test(fn):
-    global N, FAILED
-    N += 1
-    try:
-        fn()
-        print("ok %d - %s" % (N, fn.__name__))
-    except Exception:
-        FAILED += 1
-        print("not ok %d - %s" % (N, fn.__name__))
-        for line in traceback.format_exc().splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
-    return fn
 
 
 def mkns(name):
@@ -919,12 +892,9 @@ def protobuf_create_configmap():
 
 
 def start_server(*args):
-    p = subprocess.Popen([KLUA, "serve", "--listen", "127.0.0.1:0"] +
-                         list(args), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    assert line.startswith("listening on "), (line, p.stderr.read())
-    return p, line.split()[-1]
+    p, url = E.serve(KLUA, *args)
+    assert url, p.stderr.read()
+    return p, url
 
 
 @test
@@ -1017,5 +987,4 @@ def idle_connections_closed_watches_kept_no_starvation():
         assert p.wait(10) == 0
 
 
-print("1..%d" % N)
-sys.exit(1 if FAILED else 0)
+E.finish()

@@ -13,13 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+import klua_e2e as E
+from klua_e2e import test
 
 KLUA = sys.argv[1]
 TMP = tempfile.mkdtemp(prefix="klua-state-")
 STATE = os.path.join(TMP, "state.jsonl")
-N = 0
-FAILED = 0
 SRV = None   # the running server (Popen)
 PORT = None
 CTX = {}     # what earlier steps learned, for later ones
@@ -28,15 +28,11 @@ CTX = {}     # what earlier steps learned, for later ones
 def start(*extra, state=STATE, expect_ok=True):
     """Starts klua serve with the state file; returns (proc, port) or, when
     it does not start, (proc, None) with the process ended."""
-    p = subprocess.Popen([KLUA, "serve", "--listen", "127.0.0.1:0",
-                          "--state-file", state] + list(extra),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    line = p.stdout.readline().decode()
-    if not line.startswith("listening on http://127.0.0.1:"):
-        p.wait(timeout=10)
-        assert not expect_ok, (line, p.stderr.read())
+    p, url = E.serve(KLUA, "--state-file", state, *extra)
+    if url is None:
+        assert not expect_ok, p.stderr.read()
         return p, None
-    return p, int(line.rsplit(":", 1)[1])
+    return p, int(url.rsplit(":", 1)[1])
 
 
 def use(p, port):
@@ -60,19 +56,8 @@ def stop(sig=signal.SIGTERM):
 
 
 def req(method, path, body=None, ctype="application/json"):
-    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=20)
-    h = {}
-    if body is not None:
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-        h["Content-Type"] = ctype
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.getheader("Content-Type", "").startswith("application/json"):
-        return r.status, json.loads(data)
-    return r.status, data
+    st, b, _ = E.request(PORT, method, path, body, ctype)
+    return st, b
 
 
 def ok(method, path, body=None, want=(200, 201), ctype="application/json"):
@@ -96,21 +81,6 @@ def watch(path, until):
             break
     c.close()
     return evs
-
-
-def test(fn):
-    global N, FAILED
-    N += 1
-    try:
-        fn()
-        print("ok %d - %s" % (N, fn.__name__))
-    except Exception:
-        FAILED += 1
-        print("not ok %d - %s" % (N, fn.__name__))
-        for line in traceback.format_exc().splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
-    return fn
 
 
 NS = "/api/v1/namespaces"
@@ -457,5 +427,5 @@ def unwritable_state_file_fails_the_stop():
 if SRV and SRV.poll() is None:
     SRV.kill()
 subprocess.run(["rm", "-rf", TMP])
-print("# %d passed, %d failed" % (N - FAILED, FAILED))
-sys.exit(1 if FAILED else 0)
+print("# %d passed, %d failed" % (E.N - E.FAILED, E.FAILED))
+sys.exit(1 if E.FAILED else 0)

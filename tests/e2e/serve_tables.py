@@ -8,11 +8,11 @@ import http.client
 import json
 import time
 import sys
-import traceback
+
+import klua_e2e as E
+from klua_e2e import test
 
 PORT = int(sys.argv[1])
-N = 0
-FAILED = 0
 TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
 KUBECTL_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,"
                   "application/json;as=Table;v=v1beta1;g=meta.k8s.io,"
@@ -20,33 +20,7 @@ KUBECTL_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,"
 
 
 def req(method, path, body=None, accept=None):
-    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=20)
-    h = {"Accept": accept} if accept else {}
-    if body is not None:
-        body = json.dumps(body)
-        h["Content-Type"] = "application/json"
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.getheader("Content-Type", "").startswith("application/json"):
-        return r.status, json.loads(data), r
-    return r.status, data, r
-
-
-def test(fn):
-    global N, FAILED
-    N += 1
-    try:
-        fn()
-        print("ok %d - %s" % (N, fn.__name__))
-    except Exception:
-        FAILED += 1
-        print("not ok %d - %s" % (N, fn.__name__))
-        for line in traceback.format_exc().splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
-    return fn
+    return E.request(PORT, method, path, body, accept=accept)
 
 
 CM = "/api/v1/namespaces/tbl/configmaps"
@@ -339,5 +313,4 @@ def openapi_follows_crd_deletion():
     assert "apis/tbl.example.com/v1" not in idx["paths"], idx
 
 
-print("1..%d" % N)
-sys.exit(1 if FAILED else 0)
+E.finish()
