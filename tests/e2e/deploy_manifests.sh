@@ -6,20 +6,11 @@
 # symlink swap must trigger --reload) from the image's file layout.
 # Prints "ok N - name" / "not ok N - name"; exits non-zero on any failure.
 set -u
-KLUA_BIN=${KLUA_BIN:-build/klua}
+. "$(dirname "$0")/lib.bash"
 KUBECTL=${KUBECTL:-/usr/bin/kubectl}
-ROOT=${KLUA_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-KLUA_BIN=$(cd "$(dirname "$KLUA_BIN")" && pwd)/$(basename "$KLUA_BIN")
+KLUA_BIN=$(cd "$(dirname "$KLUA")" && pwd)/$(basename "$KLUA")
 DEPLOY=$ROOT/examples/deploy
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-N=0
-FAILED=0
+TMP=$D
 # check NAME CMD...: runs CMD, prints ok/not ok with its output on failure
 check() {
   local name=$1
@@ -133,11 +124,8 @@ if [ ! -x "$KUBECTL" ]; then
   echo "not ok $N - kubectl is not installed at $KUBECTL"
   exit 1
 fi
-"$KLUA_BIN" serve --listen 127.0.0.1:0 --kubeconfig-out "$TMP/kc" >"$TMP/serve.out" 2>"$TMP/serve.err" &
-PIDS+=($!)
-for _ in $(seq 50); do grep -q listening "$TMP/serve.out" && break; sleep 0.1; done
-if ! grep -q listening "$TMP/serve.out"; then
-  echo "not ok $((N + 1)) - klua serve start"; cat "$TMP/serve.err"; exit 1
+if ! start_serve "$TMP/serve.log" --listen 127.0.0.1:0 --kubeconfig-out "$TMP/kc"; then
+  echo "not ok $((N + 1)) - klua serve start"; cat "$TMP/serve.log"; exit 1
 fi
 K() { "$KUBECTL" --kubeconfig "$TMP/kc" --cache-dir "$TMP/cache" "$@"; }
 
@@ -341,5 +329,4 @@ RUN_RC=$?
 exited() { [ "$RUN_RC" = 0 ] || { echo "klua run exited $RUN_RC"; tail -20 "$TMP/run.err"; return 1; }; }
 check "klua run stops cleanly on SIGTERM" exited
 
-echo "# $((N - FAILED)) passed, $FAILED failed"
-[ $FAILED = 0 ]
+summary

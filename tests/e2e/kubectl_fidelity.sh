@@ -6,35 +6,16 @@
 # squeezed (kubectl aligns columns per batch of rows). Prints "ok N - name" /
 # "not ok N - name" with a diff; exits non-zero on any failure.
 set -u
-KLUA_BIN=${KLUA_BIN:-build/klua}
+. "$(dirname "$0")/lib.bash"
 KUBECTL=${KUBECTL:-/usr/bin/kubectl}
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-N=0
-FAILED=0
+TMP=$D
 if [ ! -x "$KUBECTL" ]; then
   echo "not ok 1 - kubectl is not installed at $KUBECTL (scripts/install-deps.sh installs it)"
   exit 1
 fi
 
-# start_server OUTFILE ARGS...: starts klua serve, sets PORT_URL
-start_server() {
-  local out=$1
-  shift
-  "$KLUA_BIN" serve --listen 127.0.0.1:0 "$@" >"$out" 2>"$out.err" &
-  PIDS+=($!)
-  for _ in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done
-  URL=$(sed -n '1s/^listening on //p' "$out")
-  [ -n "$URL" ]
-}
-
-if ! start_server "$TMP/out" --kubeconfig-out "$TMP/kc"; then
-  echo "not ok 1 - server start"; cat "$TMP/out.err"; exit 1
+if ! start_serve "$TMP/serve.log" --listen 127.0.0.1:0 --kubeconfig-out "$TMP/kc"; then
+  echo "not ok 1 - server start"; cat "$TMP/serve.log"; exit 1
 fi
 K() { "$KUBECTL" --kubeconfig "$TMP/kc" --cache-dir "$TMP/cache" "$@"; }
 
@@ -349,9 +330,9 @@ ADDED cm3 2 0s" -- K -n kf get cm -w --output-watch-events --request-timeout=2s
 if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/k.pem" \
     -out "$TMP/c.pem" -days 1 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 &&
-   start_server "$TMP/out2" --tls-cert "$TMP/c.pem" --tls-key "$TMP/k.pem" \
-     --token s3cret --kubeconfig-out "$TMP/kc2"; then
-  check "TLS server URL" 0 "https" -- sh -c "echo '$URL' | cut -d: -f1"
+   start_serve "$TMP/serve2.log" --listen 127.0.0.1:0 --tls-cert "$TMP/c.pem" \
+     --tls-key "$TMP/k.pem" --token s3cret --kubeconfig-out "$TMP/kc2"; then
+  check "TLS server URL" 0 "https" -- sh -c "echo '$SURL' | cut -d: -f1"
   check "kubectl over TLS with the token" 0 "namespace/default" -- \
     "$KUBECTL" --kubeconfig "$TMP/kc2" get ns default -o name
   check "kubectl create over TLS with the token" 0 "configmap/tls created" -- \
@@ -361,7 +342,7 @@ if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/k.pem" \
     "$KUBECTL" --kubeconfig "$TMP/kc2" --token wrong get ns default -o name
 else
   N=$((N + 1)); FAILED=$((FAILED + 1))
-  echo "not ok $N - TLS server start"; cat "$TMP/out2.err" 2>/dev/null
+  echo "not ok $N - TLS server start"; cat "$TMP/serve2.log" 2>/dev/null
 fi
 
 check "delete namespace" 0 'namespace "kf" deleted' -- \

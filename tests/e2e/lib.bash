@@ -10,7 +10,8 @@ N=0
 FAILED=0
 ok() { N=$((N + 1)); echo "ok $N - $1"; }
 nok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; }
-# check NAME CODE: ok when the shell code CODE (eval'd) succeeds
+# check NAME CODE: ok when the shell code CODE (eval'd) succeeds (a script
+# may define a check of its own after sourcing this file)
 check() { if eval "$2"; then ok "$1"; else nok "$1"; fi; }
 # summary: prints the "# N passed, N failed" line; fails when any check did
 summary() { echo "# $((N - FAILED)) passed, $FAILED failed"; [ "$FAILED" -eq 0 ]; }
