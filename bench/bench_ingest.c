@@ -23,11 +23,13 @@
  * reflector with a store sink) lists R over HTTP until synced: sync time,
  * VmRSS delta and footprint per object. With --watch-events it then prints
  * a "ready" row, waits while the driver makes N updates (live watch), and
- * reports events/s and events per CPU-second of this process. Then it
+ * reports events/s, events per CPU-second and the context switches of this
+ * process (getrusage, all threads). Then it
  * fetches the same pages and watch events itself and times the cJSON floor
  * on them, in the same process and run. */
 #include <cjson/cJSON.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -508,6 +510,7 @@ static int cmd_sync(int argc, char **argv) {
 
   double wsecs = 0, wcpu = 0;
   uint64_t got = 0;
+  struct rusage ru0 = {0}, ru1 = {0}; /* context switches during the burst */
   if (wevents > 0) {
     bench_row r;
     row_begin(&r, "ready");
@@ -523,6 +526,7 @@ static int cmd_sync(int argc, char **argv) {
     free(rv);
     rv = kl_strdup(rvbuf);
     if (hold) faults(c, "DELETE", NULL);
+    getrusage(RUSAGE_SELF, &ru0);
     double c1 = bench_pcpu(), t1 = 0, tl = bench_now();
     uint64_t last = 0;
     for (;;) {
@@ -535,6 +539,7 @@ static int cmd_sync(int argc, char **argv) {
     }
     wsecs = bench_now() - t1;
     wcpu = bench_pcpu() - c1;
+    getrusage(RUSAGE_SELF, &ru1);
   }
   syncer_stop(&y);
 
@@ -592,6 +597,9 @@ static int cmd_sync(int argc, char **argv) {
                                 "live (rate of the writer)");
     row_num(&r, "cpu_rate_ratio", (wf.cpu > 0 && wcpu > 0) ?
             ((double)got / wcpu) / ((double)got / wf.cpu) : 0);
+    row_num(&r, "voluntary_switches", (double)(ru1.ru_nvcsw - ru0.ru_nvcsw));
+    row_num(&r, "involuntary_switches",
+            (double)(ru1.ru_nivcsw - ru0.ru_nivcsw));
     row_end(&r);
     kl_buf_free(&cap.b);
   }
