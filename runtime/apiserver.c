@@ -248,6 +248,23 @@ static void st_conflict(kl_as_result *r, const kl_as_resource *res,
   free(d);
 }
 
+/* 409 for a delete whose precondition (what: "UID" or "ResourceVersion")
+ * does not hold: want is the precondition's value, have the object's; why
+ * ends kube-apiserver's message ("modified", ...). */
+static void st_precondition(kl_as_result *r, const kl_as_resource *res,
+                            const char *name, const char *what,
+                            const char *want, const char *have,
+                            const char *why) {
+  char *msg = kl_sprintf("Operation cannot be fulfilled on %s \"%s\": the "
+                         "%s in the precondition (%s) does not match the %s "
+                         "in record (%s). The object might have been %s",
+                         res->kind, name, what, want, what, have, why);
+  char *d = details_nk(name, res->kind);
+  kl_as_status(r, 409, "Conflict", msg, d);
+  free(msg);
+  free(d);
+}
+
 static void st_bad(kl_as_result *r, const char *msg) {
   kl_as_status(r, 400, "BadRequest", msg, NULL);
 }
@@ -1305,27 +1322,13 @@ void kl_as_delete(kl_apiserver *s, kl_as_resource *res, const char *ns,
   const char *prv = cJSON_GetStringValue(
       cJSON_GetObjectItemCaseSensitive(pre, "resourceVersion"));
   if (puid && strcmp(puid, kl_obj_uid(cur))) {
-    char *msg = kl_sprintf("Operation cannot be fulfilled on %s \"%s\": the "
-                           "UID in the precondition (%s) does not match the "
-                           "UID in record (%s). The object might have been "
-                           "deleted and then recreated", res->kind, name,
-                           puid, kl_obj_uid(cur));
-    char *d = details_nk(name, res->kind);
-    kl_as_status(r, 409, "Conflict", msg, d);
-    free(msg);
-    free(d);
+    st_precondition(r, res, name, "UID", puid, kl_obj_uid(cur),
+                    "deleted and then recreated");
     goto out;
   }
   if (prv && strcmp(prv, kl_obj_resource_version(cur))) {
-    char *msg = kl_sprintf("Operation cannot be fulfilled on %s \"%s\": the "
-                           "ResourceVersion in the precondition (%s) does not "
-                           "match the ResourceVersion in record (%s). The "
-                           "object might have been modified", res->kind, name,
-                           prv, kl_obj_resource_version(cur));
-    char *d = details_nk(name, res->kind);
-    kl_as_status(r, 409, "Conflict", msg, d);
-    free(msg);
-    free(d);
+    st_precondition(r, res, name, "ResourceVersion", prv,
+                    kl_obj_resource_version(cur), "modified");
     goto out;
   }
   kl_obj *keep = kl_obj_ref(cur), *still = NULL;
