@@ -86,29 +86,7 @@ local function decode(s)
   return ok and v or nil
 end
 
-local function drain(inf, view, st)
-  while true do
-    local ev = inf:next_event(0)
-    if not ev then return end
-    st[ev.type] = (st[ev.type] or 0) + 1
-    if ev.type == "delete" then
-      if ev.tombstone then st.tombstones = (st.tombstones or 0) + 1 end
-      view[ev.key] = nil
-    else
-      view[ev.key] = ev.obj.metadata.resourceVersion
-    end
-  end
-end
-
-local function store_state(inf)
-  local m = {}
-  for _, o in ipairs(inf:list()) do
-    local ns = o.metadata.namespace
-    m[(ns and ns ~= "" and ns .. "/" or "") .. o.metadata.name] =
-      o.metadata.resourceVersion
-  end
-  return m
-end
+local drain, store_state = H.drain, H.store_state
 
 -- number of keys where a and b differ
 local function diff(a, b)
@@ -178,7 +156,7 @@ local function run_seed(seed)
     local deadline = SECONDS + 60
     local t0 = now()
     while alive(wpid) do
-      for _, i in ipairs(infs) do drain(i.inf, i.view, i.st) end
+      for _, i in ipairs(infs) do drain(i.inf, i.view, 0, i.st) end
       sh("sleep 0.05")
       if HAVE_STATE and restarts == 0 and now() - t0 > SECONDS / 2 then
         -- restart the server on the same port, state kept
@@ -218,7 +196,7 @@ local function run_seed(seed)
     repeat
       local d_inf, d_ctl = 0, 0
       for n, i in ipairs(infs) do
-        drain(i.inf, i.view, i.st)
+        drain(i.inf, i.view, 0, i.st)
         d_inf = d_inf + diff(store_state(i.inf), want[n]) + diff(i.view, want[n])
       end
       local rec = reconciled(rlog)

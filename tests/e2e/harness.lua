@@ -140,4 +140,36 @@ function H.eventually(fn, what, seconds)
   error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
 end
 
+-- Informers (klua_core.informer_new)
+
+-- Reads the events src has (waiting up to timeout seconds, default 0, for
+-- each) into view: key -> resourceVersion, a delete removes the key. With
+-- stats, counts them per type and counts tombstones. Returns how many.
+function H.drain(src, view, timeout, stats)
+  local n = 0
+  while true do
+    local ev = src:next_event(timeout or 0)
+    if not ev then return n end
+    n = n + 1
+    if stats then stats[ev.type] = (stats[ev.type] or 0) + 1 end
+    if ev.type == "delete" then
+      if ev.tombstone and stats then stats.tombstones = (stats.tombstones or 0) + 1 end
+      view[ev.key] = nil
+    else
+      view[ev.key] = ev.obj.metadata.resourceVersion
+    end
+  end
+end
+
+-- The informer's store as key ("ns/name", or "name") -> resourceVersion.
+function H.store_state(inf)
+  local m = {}
+  for _, o in ipairs(inf:list()) do
+    local ns = o.metadata.namespace
+    m[(ns and ns ~= "" and ns .. "/" or "") .. o.metadata.name] =
+      o.metadata.resourceVersion
+  end
+  return m
+end
+
 return H

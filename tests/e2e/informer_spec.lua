@@ -7,56 +7,24 @@
 -- Environment (set by scripts/run-tests.sh): KLUA_BIN, KLUA_ROOT.
 local core = require("klua_core")
 
-local ROOT = os.getenv("KLUA_ROOT") or "."
-local KLUA = os.getenv("KLUA_BIN") or (ROOT .. "/build/klua")
+local H = dofile((os.getenv("KLUA_ROOT") or ".") .. "/tests/e2e/harness.lua")
+
 local CM = "/api/v1/namespaces/default/configmaps"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local a, _, c = os.execute(cmd)
-  return a == true or a == 0 or (a == nil and c == 0)
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("*a")
-  p:close()
-  return s
-end
-
-local function tmpdir() return (capture("mktemp -d"):gsub("%s+$", "")) end
+local q, sh, read, capture, tmpdir = H.q, H.sh, H.read, H.capture, H.tmpdir
 
 local server = {}
 
 local function start_server(extra)
   server.dir = tmpdir()
   server.log = server.dir .. "/serve.log"
-  local p = io.popen("( " .. q(KLUA) .. " serve --listen 127.0.0.1:0 " ..
-    "--bookmark-interval 1 " .. (extra or "") .. " ) >" .. q(server.log) ..
-    " 2>&1 & echo $!")
-  server.pid = tonumber(p:read("*l"))
-  p:close()
-  for _ = 1, 100 do
-    server.url = (read(server.log) or ""):match("listening on (http://[%d%.:]+)")
-    if server.url then break end
-    sh("sleep 0.05")
-  end
+  server.pid, server.url = H.serve("--bookmark-interval 1 " .. (extra or ""), server.log)
   assert(server.url, "klua serve did not start: " .. (read(server.log) or ""))
 end
 
 local function stop_server()
   if server.pid then sh("kill -TERM " .. server.pid .. " 2>/dev/null") end
   sh("sleep 0.1; kill -KILL " .. (server.pid or 0) .. " 2>/dev/null")
-  if server.dir then sh("rm -rf " .. q(server.dir)) end
+  H.rmdir(server.dir)
   server = {}
 end
 
@@ -102,36 +70,12 @@ local function informer(opts)
   return inf
 end
 
--- Drains events into view (key -> rv); returns how many were read.
-local function drain(src, view, timeout, stats)
-  local n = 0
-  while true do
-    local ev = src:next_event(timeout or 0)
-    if not ev then return n end
-    n = n + 1
-    if stats then stats[ev.type] = (stats[ev.type] or 0) + 1 end
-    if ev.type == "delete" then
-      if ev.tombstone and stats then stats.tombstones = (stats.tombstones or 0) + 1 end
-      view[ev.key] = nil
-    else
-      view[ev.key] = ev.obj.metadata.resourceVersion
-    end
-  end
-end
+local drain, store_state = H.drain, H.store_state
 
 local function same(a, b)
   for k, v in pairs(a) do if b[k] ~= v then return false end end
   for k, v in pairs(b) do if a[k] ~= v then return false end end
   return true
-end
-
-local function store_state(inf)
-  local m = {}
-  for _, o in ipairs(inf:list()) do
-    m[(o.metadata.namespace ~= "" and o.metadata.namespace .. "/" or "") ..
-      o.metadata.name] = o.metadata.resourceVersion
-  end
-  return m
 end
 
 describe("informer against klua serve", function()
