@@ -355,6 +355,54 @@ static void push_req(lua_State *L, const char *key) {
   lua_setfield(L, -2, "key"); /* req */
 }
 
+/* The arguments of a hook, map or index function, converted to Lua inside
+ * the protected call (call_with_objs): a conversion can raise (read-only
+ * debug mode finds a table the script changed), and an error outside a
+ * pcall would end the process. The objects stay owned by the caller. */
+typedef struct objargs {
+  const kl_obj *objs[2]; /* the first nobjs are pushed (NULL: nil) */
+  int nobjs;
+  kl_obj *const *all;  /* with all_set: one array of these */
+  size_t nall;
+  bool all_set;
+  const kl_obj *del;   /* on_delete: obj, then { tombstone =, key = } */
+  bool tombstone;
+} objargs;
+
+/* fn objargs* -> fn(args...) with every result returned. */
+static int call_with_objs(lua_State *L) {
+  const objargs *x = lua_touserdata(L, 2);
+  lua_settop(L, 1); /* fn */
+  int n = 0;
+  for (; n < x->nobjs; n++) {
+    if (x->objs[n]) kl_lua_push_obj(L, x->objs[n]);
+    else lua_pushnil(L);
+  }
+  if (x->all_set) kl_lua_push_objs(L, x->all, x->nall), n++;
+  if (x->del) {
+    kl_lua_push_obj(L, x->del);
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, x->tombstone);
+    lua_setfield(L, -2, "tombstone");
+    lua_pushstring(L, kl_obj_key(x->del));
+    lua_setfield(L, -2, "key"); /* fn obj info */
+    n += 2;
+  }
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Calls the function at the top of the stack with the arguments x
+ * describes, like kl_vm_call (the function is popped). */
+static int vm_call_objs(kl_vm *vm, const objargs *x, int nret, double budget,
+                        char **err) {
+  lua_State *L = vm->L;
+  lua_pushcfunction(L, call_with_objs);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, (void *)x); /* tramp fn x */
+  return kl_vm_call(vm, 2, nret, budget, err);
+}
+
 void kl_vm_reconcile(kl_vm *vm, int ctl, const char *key, double budget,
                      kl_result *res) {
   lua_State *L = vm->L;
@@ -988,9 +1036,9 @@ static int lua_index_fn(const kl_obj *obj, kl_strv *out, void *ud) {
   }
   if (found) {
     lua_settop(L, top + 1); /* fn */
-    kl_lua_push_obj(L, obj);
+    objargs args = {.objs = {obj}, .nobjs = 1};
     char *err = NULL;
-    if (kl_vm_call(vm, 1, 1, 5, &err) != 0) {
+    if (vm_call_objs(vm, &args, 1, 5, &err) != 0) {
       kl_log(KL_LOG_WARN, MOD, "index '%s' on %s: %s (no value for %s)",
              x->name, x->resource, err, kl_obj_key(obj));
       free(err);
@@ -1174,9 +1222,9 @@ static void run_map(gen *g, kl_vm *vm, gen_ctl *gc, const hook_ev *ev,
   lua_State *L = vm->L;
   lua_settop(L, 0);
   if (!push_hook_fn(vm, ev, NULL)) return;
-  kl_lua_push_obj(L, obj);
+  objargs x = {.objs = {obj}, .nobjs = 1};
   char *err = NULL;
-  if (kl_vm_call(vm, 1, 1, gc->budget, &err) != 0) {
+  if (vm_call_objs(vm, &x, 1, gc->budget, &err) != 0) {
     kl_log(KL_LOG_ERROR, MOD, "%s: map of watches[%d] failed for %s: %s",
            gc->cs->name, ev->widx, kl_obj_key(obj), err);
     free(err);
@@ -1233,33 +1281,29 @@ static void run_hook(gen *g, kl_vm *vm, hook_ev *ev) {
   }
   const char *name = hook_name(ev);
   lua_settop(L, 0);
-  int nargs = 0;
   if (ev->type == 0) atomic_store(&gc->state_dirty, false);
   if (push_hook_fn(vm, ev, name)) {
+    objargs x = {0};
+    kl_objv all = {0};
     if (ev->type == EV_UPDATE) {
-      kl_lua_push_obj(L, ev->old);
-      kl_lua_push_obj(L, ev->obj);
-      nargs = 2;
+      x.objs[0] = ev->old;
+      x.objs[1] = ev->obj;
+      x.nobjs = 2;
     } else if (ev->type == EV_DELETE) {
-      kl_lua_push_obj(L, ev->obj);
-      lua_createtable(L, 0, 2);
-      lua_pushboolean(L, ev->tombstone);
-      lua_setfield(L, -2, "tombstone");
-      lua_pushstring(L, kl_obj_key(ev->obj));
-      lua_setfield(L, -2, "key");
-      nargs = 2;
+      x.del = ev->obj;
+      x.tombstone = ev->tombstone;
     } else if (ev->type == EV_ADD) {
-      kl_lua_push_obj(L, ev->obj);
-      nargs = 1;
+      x.objs[0] = ev->obj;
+      x.nobjs = 1;
     } else {
-      kl_objv all = {0};
       kl_store_list(gc->primary->store, &all);
-      kl_lua_push_objs(L, all.v, all.n);
-      kl_objv_free(&all);
-      nargs = 1;
+      x.all = all.v;
+      x.nall = all.n;
+      x.all_set = true;
     }
     char *err = NULL;
-    int rc = kl_vm_call(vm, nargs, 0, gc->budget, &err);
+    int rc = vm_call_objs(vm, &x, 0, gc->budget, &err);
+    kl_objv_free(&all);
     if (rc != 0)
       kl_log(KL_LOG_ERROR, MOD, "%s: %s %s: %s", gc->cs->name, name,
              rc == KL_ETIMEDOUT ? "aborted" : "failed", err);

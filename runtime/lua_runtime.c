@@ -41,11 +41,37 @@ static int cmp_obj_key(const void *a, const void *b) {
                 kl_obj_key(*(kl_obj *const *)b));
 }
 
+/* Objects to push from a protected call: converting one can raise
+ * (read-only debug mode finds a table the script changed), and the
+ * references must be released before the error goes on. */
+typedef struct pushing {
+  kl_obj *const *v;
+  size_t n;
+  bool one; /* push v[0] itself, not an array */
+} pushing;
+
+static int push_tramp(lua_State *L) {
+  const pushing *p = lua_touserdata(L, 1);
+  if (p->one) kl_lua_push_obj(L, p->v[0]);
+  else kl_lua_push_objs(L, p->v, p->n);
+  return 1;
+}
+
+/* Pushes the objects (an array, or v[0] with one), then releases them;
+ * errors are re-raised after the release. */
+static void push_then_release(lua_State *L, kl_objv *ov, bool one) {
+  pushing p = {ov->v, ov->n, one};
+  lua_pushcfunction(L, push_tramp);
+  lua_pushlightuserdata(L, &p);
+  int rc = lua_pcall(L, 1, 1, 0);
+  kl_objv_free(ov);
+  if (rc != 0) lua_error(L);
+}
+
 /* Pushes an array of the objects (sorted by key) and frees ov. */
 static void push_objv(lua_State *L, kl_objv *ov) {
   if (ov->n > 1) qsort(ov->v, ov->n, sizeof ov->v[0], cmp_obj_key);
-  kl_lua_push_objs(L, ov->v, ov->n);
-  kl_objv_free(ov);
+  push_then_release(L, ov, false);
 }
 
 static int b_cache_get(lua_State *L) {
@@ -55,7 +81,14 @@ static int b_cache_get(lua_State *L) {
   char *key = kl_meta_key(ns, name);
   kl_obj *o = kl_store_get_by_key(s, key);
   free(key);
-  return kl_lua_push_found(L, o);
+  if (!o) {
+    lua_pushnil(L);
+    return 1;
+  }
+  kl_objv one = {0};
+  kl_objv_push(&one, o); /* takes the reference */
+  push_then_release(L, &one, true);
+  return 1;
 }
 
 static int b_cache_list(lua_State *L) {
@@ -232,6 +265,7 @@ static int b_request(lua_State *L) {
   const char *ns = luaL_optstring(L, 4, NULL);
   const char *name = luaL_optstring(L, 5, NULL);
   int opts = 7;
+  lua_settop(L, opts); /* lua_replace below needs a real slot */
   if (!lua_istable(L, opts)) {
     lua_newtable(L);
     lua_replace(L, opts);

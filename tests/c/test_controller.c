@@ -732,6 +732,143 @@ TEST(informers_shared_through_the_factory) {
   fx_down(&fx);
 }
 
+/* ---- review regressions ---- */
+
+static void update_cm(kl_apiserver *srv, const char *ns, const char *json) {
+  kl_as_resource *res = kl_as_find(srv, "", "v1", "configmaps");
+  cJSON *body = cJSON_Parse(json);
+  kl_as_result r = KL_AS_RESULT_INIT;
+  kl_as_opts o = {0};
+  cJSON *md = cJSON_GetObjectItem(body, "metadata");
+  kl_as_update(srv, res, ns, cJSON_GetObjectItem(md, "name")->valuestring,
+               NULL, body, &o, &r);
+  if (r.code != 200) printf("  update failed: %d %s\n", r.code, r.body.data);
+  kl_as_result_free(&r);
+  cJSON_Delete(body);
+}
+
+static double script_counter(const char *name) {
+  kl_metric *m = NULL;
+  if (kl_metrics_counter(kl_metrics_default(), name, "", NULL, &m, NULL) != 0)
+    return -1;
+  return kl_metric_series_value(kl_metric_with(m, NULL, 0));
+}
+
+/* Converting an object for a hook can raise (read-only debug mode finds a
+ * table the script changed): that is the hook's error, logged, and the
+ * hooks thread goes on; it used to be an error outside any pcall, which
+ * ends the whole process. */
+TEST(hook_argument_conversion_errors_are_hook_errors) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *src =
+      "local klua = require('klua')\n"
+      "require('klua_core').set_readonly_debug(true)\n"
+      "local calls = assert(klua.metrics.counter('review_hook_calls_total', 'test'))\n"
+      "klua.controller({ name = 'ro', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  on_update = function(old, new) calls:inc(); new.data.v = 'changed by the hook' end })\n";
+  kl_ctl_opts co = {.script = script("ro_hooks.lua", src)};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"ro\"},\"data\":{\"v\":\"0\"}}");
+    double base = script_counter("review_hook_calls_total");
+    for (int i = 1; i <= 3; i++) {
+      char body[200];
+      snprintf(body, sizeof body, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"ro\"},\"data\":{\"v\":\"%d\"}}", i);
+      update_cm(fx.srv, "default", body);
+      usleep(150000);
+    }
+    /* update 1 runs the hook (which changes its object); update 2 fails
+     * converting that changed version; update 3 runs the hook again */
+    double n = 0;
+    for (int i = 0; i < 200 && n < base + 2; i++) {
+      usleep(20000);
+      n = script_counter("review_hook_calls_total");
+    }
+    CHECK(n >= base + 2);
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
+/* Cache reads that raise while converting (read-only debug mode) release
+ * the objects they took from the store (LSan checks at exit). */
+TEST(cache_reads_release_objects_when_conversion_raises) {
+  kl_store *s = kl_store_new();
+  const char *js = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"a\",\"namespace\":\"n1\",\"labels\":{\"app\":\"web\"}},\"data\":{\"k\":\"1\"}}";
+  kl_obj *o = NULL;
+  CHECK(kl_obj_new(js, strlen(js), NULL, &o, NULL) == 0);
+  kl_store_add(s, o);
+  kl_obj_unref(o);
+  CHECK(kl_store_add_indexer(s, "app", KL_INDEX_LABEL, "app") == 0);
+  kl_hmap caches;
+  kl_hmap_init(&caches, KL_HMAP_OWN_KEYS);
+  kl_hmap_put(&caches, "v1/ConfigMap|ns=|l=|f=", s);
+  kl_rt_env env = {.caches = &caches};
+  kl_vm *vm = load(
+      "ro_cache.lua",
+      "require('klua_core').set_readonly_debug(true)\n"
+      "klua.index('v1', 'ConfigMap', 'app', { label = 'app' })\n"
+      "rec(function(req)\n"
+      "  local c = klua.cache('v1', 'ConfigMap')\n"
+      "  local a = c:get('n1', 'a')\n"
+      "  a.data.k = 'changed'\n"
+      "  local ok, err = pcall(c.get, c, 'n1', 'a')\n"
+      "  assert(not ok and tostring(err):find('was modified in Lua'), 'get: ' .. tostring(err))\n"
+      "  a = c:get('n1', 'a')\n"
+      "  a.data.k = 'changed'\n"
+      "  ok, err = pcall(c.list, c)\n"
+      "  assert(not ok and tostring(err):find('was modified in Lua'), 'list: ' .. tostring(err))\n"
+      "  a = c:list()[1]\n"
+      "  a.data.k = 'changed'\n"
+      "  ok, err = pcall(c.by_index, c, 'app', 'web')\n"
+      "  assert(not ok and tostring(err):find('was modified in Lua'), 'by_index: ' .. tostring(err))\n"
+      "end)\n",
+      false, NULL, &env);
+  CHECK(vm != NULL);
+  if (vm) {
+    kl_result r;
+    kl_vm_reconcile(vm, 1, "n1/a", 0, &r);
+    if (r.message) printf("  %s\n", r.message);
+    CHECK(r.out == KL_OUT_DONE);
+    free(r.message);
+    kl_vm_free(vm);
+  }
+  kl_hmap_free(&caches);
+  kl_store_unref(s);
+}
+
+/* backend.request called with fewer than 7 arguments (klua._backend() is
+ * reachable from scripts) must not write past the stack top: that
+ * overwrote LuaJIT's shared nil value, and every later read of a missing
+ * argument then saw a table. */
+TEST(request_with_few_arguments_keeps_the_state_sane) {
+  kl_rt_env env = {0};
+  kl_vm *vm = load(
+      "few_args.lua",
+      "rec(function(req)\n"
+      "  local b = klua._backend()\n"
+      "  local r, err = b.request('get', 'v1', 'ConfigMap', 'default', 'x')\n"
+      "  assert(r == nil and tostring(err and err.message or err):find('no API server'), 'first: ' .. tostring(err))\n"
+      "  r, err = b.request('get', 'v1', 'ConfigMap')\n"
+      "  assert(r == nil and tostring(err and err.message or err):find('no API server'), 'second: ' .. tostring(err))\n"
+      "end)\n",
+      false, NULL, &env);
+  CHECK(vm != NULL);
+  if (vm) {
+    kl_result r;
+    kl_vm_reconcile(vm, 1, "default/x", 0, &r);
+    if (r.message) printf("  %s\n", r.message);
+    CHECK(r.out == KL_OUT_DONE);
+    free(r.message);
+    kl_vm_free(vm);
+  }
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -750,6 +887,9 @@ int main(void) {
   RUN(workers_check_reports_stuck_calls);
   RUN(waits_for_a_crd);
   RUN(informers_shared_through_the_factory);
+  RUN(hook_argument_conversion_errors_are_hook_errors);
+  RUN(cache_reads_release_objects_when_conversion_raises);
+  RUN(request_with_few_arguments_keeps_the_state_sane);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
