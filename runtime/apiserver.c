@@ -223,29 +223,31 @@ static char *details_res(const char *name, const kl_as_resource *res) {
   return kl_buf_detach(&b, NULL);
 }
 
-static void st_notfound(kl_as_result *r, const kl_as_resource *res,
-                        const char *name) {
+/* A Status about object name of res: code, reason, and the message fmt
+ * filled with the qualified resource name and name (two %s). */
+static void st_res(kl_as_result *r, const kl_as_resource *res,
+                   const char *name, int code, const char *reason,
+                   const char *fmt) {
   char *q = qualified(res);
-  char *msg = kl_sprintf("%s \"%s\" not found", q, name);
+  char *msg = kl_sprintf(fmt, q, name);
   char *d = details_res(name, res);
-  kl_as_status(r, 404, "NotFound", msg, d);
+  kl_as_status(r, code, reason, msg, d);
   free(q);
   free(msg);
   free(d);
 }
 
+static void st_notfound(kl_as_result *r, const kl_as_resource *res,
+                        const char *name) {
+  st_res(r, res, name, 404, "NotFound", "%s \"%s\" not found");
+}
+
 static void st_conflict(kl_as_result *r, const kl_as_resource *res,
                         const char *name) {
-  char *q = qualified(res);
-  char *msg = kl_sprintf("Operation cannot be fulfilled on %s \"%s\": the "
-                         "object has been modified; please apply your "
-                         "changes to the latest version and try again",
-                         q, name);
-  char *d = details_res(name, res);
-  kl_as_status(r, 409, "Conflict", msg, d);
-  free(q);
-  free(msg);
-  free(d);
+  st_res(r, res, name, 409, "Conflict",
+         "Operation cannot be fulfilled on %s \"%s\": the object has been "
+         "modified; please apply your changes to the latest version and try "
+         "again");
 }
 
 /* 409 for a delete whose precondition (what: "UID" or "ResourceVersion")
@@ -1052,13 +1054,7 @@ static void create_locked(kl_apiserver *s, kl_as_resource *res,
   if (res->namespaced && check_namespace(s, res, ns, name, r)) goto out;
   char *key = res->namespaced ? kl_meta_key(ns, name) : kl_strdup(name);
   if (sget(res, key)) {
-    char *q = qualified(res);
-    char *msg = kl_sprintf("%s \"%s\" already exists", q, name);
-    char *d = details_res(name, res);
-    kl_as_status(r, 409, "AlreadyExists", msg, d);
-    free(q);
-    free(msg);
-    free(d);
+    st_res(r, res, name, 409, "AlreadyExists", "%s \"%s\" already exists");
     free(key);
     goto out;
   }
