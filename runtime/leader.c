@@ -31,6 +31,8 @@ struct kl_leader {
   char *observed_holder; /* "" when free */
   double observed_at;    /* monotonic time the record last changed */
   cJSON *last;           /* the lease as we last wrote it (for release) */
+  double renew_by;       /* while leading: monotonic time by which a
+                            renewal must succeed; requests end by then */
   kl_metric_series *gauge;
 };
 
@@ -146,9 +148,18 @@ enum { TRY_OK = 0, TRY_HELD = 1, TRY_ERR = 2 };
 
 static int request(kl_leader *l, const char *method, const char *path,
                    const char *body, kl_rest_resp *resp, bool stoppable) {
+  /* A renewal as a whole must finish within the renew deadline (client-go
+   * bounds it with one context): a request that hangs must not keep a
+   * leader believing in a lease that has expired meanwhile. */
+  double timeout = l->o.renew_deadline;
+  if (stoppable && l->renew_by > 0) {
+    double left = l->renew_by - kl_now();
+    if (left <= 0) return KL_ETIMEDOUT;
+    if (left < timeout) timeout = left;
+  }
   kl_rest_req req = {.method = method, .path = path, .body = body,
                      .body_len = body ? strlen(body) : 0,
-                     .timeout_s = l->o.renew_deadline,
+                     .timeout_s = timeout,
                      .stop = stoppable ? &l->stop : NULL};
   kl_rest_error err = {0};
   int rc = kl_rest_do(l->o.rest, &req, resp, &err);
@@ -352,6 +363,7 @@ static void *run(void *arg) {
   double last_ok = kl_now();
   const char *why = NULL;
   while (!nap(l, l->o.retry_period)) {
+    l->renew_by = last_ok + l->o.renew_deadline;
     int r = try_acquire_or_renew(l);
     if (r == TRY_OK) {
       last_ok = kl_now();
@@ -365,6 +377,7 @@ static void *run(void *arg) {
   }
   atomic_store(&l->leading, false);
   kl_gauge_set(l->gauge, 0);
+  l->renew_by = 0;
   if (why) {
     atomic_store(&l->lost, true);
     kl_logkv(KL_LOG_ERROR, "leader", "leader election lost", "lease",

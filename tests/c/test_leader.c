@@ -307,6 +307,42 @@ TEST(renewals_failing_past_the_deadline_stop_the_leader) {
   kl_leader_free(a);
 }
 
+/* A renewal that hangs is bounded by the renew deadline as a whole (as
+ * client-go's context does), not per request: the leader must notice the
+ * loss before its lease can expire, or a standby may lead while it still
+ * reconciles. Here the GET of each renewal answers just inside the renew
+ * deadline and the PUT hangs: per-request timeouts let the leader believe
+ * in its lease well past the lease's expiry. */
+TEST(hung_renewals_end_leadership_before_the_lease_expires) {
+  cb ca = {0};
+  kl_leader *a = elector("hung", "cand-a", &ca, 3, 2.5, 0.25, false);
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
+  CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"GET\","
+                             "\"path\":\"/apis/coordination.k8s.io/v1/"
+                             "namespaces/default/leases/hung\","
+                             "\"seconds\":2.4,\"count\":0}"),
+               0);
+  CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"PUT\","
+                             "\"path\":\"/apis/coordination.k8s.io/v1/"
+                             "namespaces/default/leases/hung\","
+                             "\"seconds\":10,\"count\":0}"),
+               0);
+  CHECK(WAIT_FOR(kl_leader_lost(a), 20));
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  double wall = now.tv_sec + now.tv_nsec / 1e9, renewed = 0;
+  char *rt = lease_field("hung", "renewTime");
+  CHECK(kl_time_parse(rt, &renewed) == 0);
+  free(rt);
+  /* the lease (3 s from its last renewal) had not expired yet */
+  CHECK(wall < renewed + 3);
+  if (wall >= renewed + 3)
+    printf("  loss noticed %.2f s after the lease expired\n",
+           wall - renewed - 3);
+  admin("DELETE", NULL);
+  kl_leader_free(a);
+}
+
 int main(void) {
   setup();
   RUN(microtime);
@@ -317,6 +353,7 @@ int main(void) {
   RUN(lease_taken_by_another_holder_stops_the_leader);
   RUN(conflict_is_a_lost_race);
   RUN(renewals_failing_past_the_deadline_stop_the_leader);
+  RUN(hung_renewals_end_leadership_before_the_lease_expires);
   kl_rest_free(rest);
   kl_apiserver_free(srv);
   return ctest_summary();
