@@ -62,6 +62,7 @@ struct kl_watchdog {
   pthread_t th;
   bool stop;
   kl_vm *head;
+  _Atomic(const char *) halted; /* kl_watchdog_halt's reason, or NULL */
 };
 
 static void budget_hook(lua_State *L, lua_Debug *ar) {
@@ -69,8 +70,29 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   lua_getfield(L, LUA_REGISTRYINDEX, "klua.vm");
   kl_vm *vm = lua_touserdata(L, -1);
   lua_pop(L, 1);
+  const char *why = vm && vm->wd ? atomic_load(&vm->wd->halted) : NULL;
+  if (why) luaL_error(L, "klua: aborted: %s", why);
   luaL_error(L, "klua: budget of %g s exceeded: aborted",
              vm ? vm->budget : 0.0);
+}
+
+/* Aborts every running call of the watchdog's states at its next Lua
+ * instruction, and every later one at its first (reason: borrowed, must
+ * outlive the watchdog). Any thread. */
+static void wd_halt(kl_watchdog *wd, const char *reason) {
+  atomic_store(&wd->halted, reason);
+  pthread_mutex_lock(&wd->mu);
+  double now = kl_now();
+  for (kl_vm *vm = wd->head; vm; vm = vm->wd_next) {
+    pthread_mutex_lock(&vm->mu);
+    if (vm->armed && !vm->fired) {
+      lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, 100);
+      vm->fired = true;
+      vm->fired_at = now;
+    }
+    pthread_mutex_unlock(&vm->mu);
+  }
+  pthread_mutex_unlock(&wd->mu);
 }
 
 static void *watchdog_main(void *ud) {
@@ -182,6 +204,11 @@ int kl_vm_call(kl_vm *vm, int nargs, int nret, double budget, char **err) {
     vm->fired = vm->stuck_logged = false;
     vm->budget = budget;
     vm->deadline = kl_now() + budget;
+    if (atomic_load(&vm->wd->halted)) { /* raced with wd_halt */
+      lua_sethook(L, budget_hook, LUA_MASKCOUNT, 100);
+      vm->fired = true;
+      vm->fired_at = kl_now();
+    }
     pthread_mutex_unlock(&vm->mu);
   }
   int rc = lua_pcall(L, nargs, nret, base);
@@ -1123,6 +1150,11 @@ static void log_result(kl_ctl *m, const gen_ctl *gc, const char *key,
     break;
   case KL_OUT_ABORTED:
     atomic_fetch_add(&m->n_abort, 1);
+    if (atomic_load(&m->wd->halted)) {
+      kl_logf(KL_LOG_WARN, MOD, f, 3, "reconcile of %s %s aborted: %s",
+              gc->cs->kind, key, atomic_load(&m->wd->halted));
+      break;
+    }
     kl_logf(KL_LOG_ERROR, MOD, f, 3,
             "reconcile of %s %s aborted: it ran past its budget of %g s "
             "(retrying with backoff): %s",
@@ -1163,6 +1195,11 @@ static void *worker_main(void *ud) {
     int rc = kl_wq_get(gc->wq, 0.2, &key);
     if (rc == KL_ETIMEDOUT) continue;
     if (rc != 0) break;
+    if (atomic_load(&m->wd->halted)) { /* kl_ctl_halt: nothing more runs */
+      kl_wq_done(gc->wq, key);
+      free(key);
+      break;
+    }
     if (atomic_load(&g->stop)) {
       /* this version is being replaced: hand the key back (re-queued when
        * done) to the new version's workers */
@@ -1319,7 +1356,7 @@ static void *hooks_main(void *ud) {
   if (!vm) return NULL;
   busy *bz = busy_new(g->mgr);
   pthread_mutex_lock(&g->mu);
-  while (!atomic_load(&g->stop)) {
+  while (!atomic_load(&g->stop) && !atomic_load(&g->mgr->wd->halted)) {
     hook_ev *ev = g->hhead;
     if (!ev) {
       struct timespec ts;
@@ -1967,6 +2004,13 @@ int kl_ctl_poll(kl_ctl *m) {
   if (!files_changed(m)) return 0;
   files_stamp(m); /* a failed version is not retried until it changes */
   return reload(m);
+}
+
+void kl_ctl_halt(kl_ctl *m, const char *reason) {
+  const char *was = atomic_load(&m->wd->halted);
+  if (!was)
+    kl_log(KL_LOG_WARN, MOD, "halting every controller: %s", reason);
+  wd_halt(m->wd, reason);
 }
 
 int kl_ctl_stop(kl_ctl *m) {

@@ -7,7 +7,8 @@
  * the event recorder, metrics and the workers liveness check.
  * Thread-safety: a kl_vm is used by the thread that created it (the
  * watchdog only arms its hook); kl_ctl functions are called from one
- * thread (the command's main thread); the log context is per thread. */
+ * thread (the command's main thread), except kl_ctl_halt and
+ * kl_ctl_check_workers (any thread); the log context is per thread. */
 #ifndef KL_CONTROLLER_H
 #define KL_CONTROLLER_H
 
@@ -170,6 +171,13 @@ int kl_ctl_poll(kl_ctl *c);
  * worker did not finish in time (it is abandoned). Idempotent. */
 int kl_ctl_stop(kl_ctl *c);
 void kl_ctl_free(kl_ctl *c);
+/* Stops all Lua at once, e.g. when the leader election is lost: no
+ * reconcile, hook or map call starts any more, and running ones are
+ * aborted at their next Lua instruction (a call blocked in C, e.g. an API
+ * request, ends when it returns to Lua). reason (borrowed; must outlive the
+ * manager) is logged and is the aborted calls' error. Any thread, until
+ * kl_ctl_free; kl_ctl_stop still does the teardown. */
+void kl_ctl_halt(kl_ctl *c, const char *reason);
 
 /* The liveness check "workers" (a kl_health_check_fn; ud is the kl_ctl):
  * returns 0 when no reconcile, hook or map call runs more than

@@ -322,18 +322,28 @@ static int write_dev_kubeconfig(const char *path, const char *url) {
 
 /* ---- leader election and probes (docs/production.md) ----------------- */
 
-static atomic_int leading_started, running;
+static atomic_int leading_started, running, tearing_down;
+/* the elector, for the readiness check (HTTP threads); set once it runs */
+static _Atomic(kl_leader *) probe_leader;
 
 static void on_started_leading(void *ud) {
   (void)ud;
   atomic_store(&leading_started, 1);
 }
 
+/* On the elector's thread. A loss (not the release at teardown) stops all
+ * Lua at once, as controller-runtime skips its graceful shutdown then;
+ * the main loop notices the loss and tears down. ud: the manager. */
+static void on_stopped_leading(void *ud) {
+  if (!atomic_load(&tearing_down)) kl_ctl_halt(ud, "leader election lost");
+}
+
 /* readyz "informer-sync": kl_ctl_start returned (it waits for every cache).
  * A standby (leader election on, not leading) is ready: it has nothing to
  * sync, and a rollout must not wait for it. */
 static int ready_check(void *ud, char **reason) {
-  kl_leader *le = *(kl_leader **)ud;
+  (void)ud;
+  kl_leader *le = atomic_load(&probe_leader);
   if (atomic_load(&running)) return 0;
   if (le && !kl_leader_is_leader(le)) return 0;
   *reason = kl_strdup("informers have not synced yet");
@@ -468,15 +478,18 @@ static int run_main(run_args *a, bool dev) {
                 kl_http_endpoints_metrics_port(probes));
   log_listening("health probes", "/healthz, /readyz", a->probe_addr,
                 kl_http_endpoints_probe_port(probes));
-  kl_http_endpoints_add_readyz(probes, "informer-sync", ready_check, &le);
+  kl_http_endpoints_add_readyz(probes, "informer-sync", ready_check, NULL);
   kl_http_endpoints_add_healthz(probes, "workers", kl_ctl_check_workers, ctl);
   if (a->leader_elect) {
     lease_id = a->le_id ? kl_strdup(a->le_id) : default_lease_id(a->script);
     kl_leader_opts lo = {.rest = rest, .namespace = a->le_ns,
                          .name = lease_id,
-                         .on_started_leading = on_started_leading};
+                         .on_started_leading = on_started_leading,
+                         .on_stopped_leading = on_stopped_leading,
+                         .ud = ctl};
     if (kl_leader_start(&lo, &le, &err) != 0) goto fail;
     the_leader = le;
+    atomic_store(&probe_leader, le);
     /* standby until the lease is ours (or a stop signal) */
     bool stop = false;
     while (!atomic_load(&leading_started) && !stop) {
@@ -536,11 +549,14 @@ fail:
   status = 1;
 out:
   atomic_store(&running, 0);
+  atomic_store(&tearing_down, 1);
   double t0 = kl_now();
   if (ctl) kl_ctl_stop(ctl); /* workers end before the lease is released */
+  /* the probes go first: their checks read the elector and the manager */
+  kl_http_endpoints_free(probes);
+  atomic_store(&probe_leader, NULL);
   the_leader = NULL;
   kl_leader_free(le);        /* releases the lease (ReleaseOnCancel) */
-  kl_http_endpoints_free(probes);
   free(lease_id);
   double t1 = kl_now();
   kl_ctl_free(ctl);          /* informers, queues, the event recorder */

@@ -869,6 +869,50 @@ TEST(request_with_few_arguments_keeps_the_state_sane) {
   }
 }
 
+/* kl_ctl_halt (a lost leader election): the running reconcile is aborted
+ * at once, even a loop far inside its budget, and no worker starts
+ * another; kl_ctl_stop then has nothing to wait for. */
+TEST(halt_aborts_running_reconciles_and_starts_no_more) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  const char *src =
+      "local klua = require('klua')\n"
+      "local calls = assert(klua.metrics.counter('review_halt_reconciles_total', 'test'))\n"
+      "klua.controller({ name = 'halting', workers = 2,\n"
+      "  watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function(req) calls:inc(); if req.name == 'spin' then while true do end end end })\n";
+  kl_ctl_opts co = {.script = script("halt.lua", src), .budget = 100,
+                    .shutdown_timeout = 3};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    double base = script_counter("review_halt_reconciles_total");
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"spin\"}}");
+    double n = base;
+    for (int i = 0; i < 250 && n < base + 1; i++) {
+      usleep(20000);
+      n = script_counter("review_halt_reconciles_total");
+    }
+    CHECK(n == base + 1);
+    kl_ctl_halt(ctl, "leader election lost (test)");
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"later\"}}");
+    kl_ctl_stats st = {0};
+    for (int i = 0; i < 250 && st.aborts == 0; i++) {
+      usleep(20000);
+      kl_ctl_get_stats(ctl, &st);
+    }
+    CHECK(st.aborts == 1);
+    usleep(300000); /* time for the idle worker to (wrongly) take 'later' */
+    CHECK(script_counter("review_halt_reconciles_total") == base + 1);
+    CHECK(kl_ctl_stop(ctl) == 0); /* nothing left running: no abandon */
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -890,6 +934,7 @@ int main(void) {
   RUN(hook_argument_conversion_errors_are_hook_errors);
   RUN(cache_reads_release_objects_when_conversion_raises);
   RUN(request_with_few_arguments_keeps_the_state_sane);
+  RUN(halt_aborts_running_reconciles_and_starts_no_more);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
