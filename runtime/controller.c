@@ -1854,10 +1854,19 @@ static int probe(kl_ctl *m, kl_vm **vm, char **err) {
   return kl_vm_new(&vo, vm, err);
 }
 
-static void set_idx_vm(kl_ctl *m, kl_vm *vm) {
+/* Makes vm the index state; returns the previous one (the caller frees it
+ * or puts it back). */
+static kl_vm *swap_idx_vm(kl_ctl *m, kl_vm *vm) {
   pthread_mutex_lock(&m->idx_mu);
   kl_vm *old = m->idx_vm;
   m->idx_vm = vm;
+  pthread_mutex_unlock(&m->idx_mu);
+  return old;
+}
+
+static void set_idx_vm(kl_ctl *m, kl_vm *vm) {
+  kl_vm *old = swap_idx_vm(m, vm);
+  pthread_mutex_lock(&m->idx_mu); /* no index call still runs in it */
   kl_vm_free(old);
   pthread_mutex_unlock(&m->idx_mu);
 }
@@ -1955,9 +1964,13 @@ static int reload(kl_ctl *m) {
   spec *s = spec_read(vm);
   files_read(m, vm);
   files_stamp(m);
-  set_idx_vm(m, vm); /* index functions of the new version from now on */
+  /* index functions of the new version from now on (gen_start adds its
+   * new indexes, computed in this state); the running version's state
+   * comes back if the new version fails */
+  kl_vm *was = swap_idx_vm(m, vm);
   gen *g = gen_start(m, s, &err);
   if (!g) {
+    set_idx_vm(m, was);
     atomic_fetch_add(&m->n_reload_fail, 1);
     kl_counter_inc(kl_metric_withv(sm->reloads_total, "failure"));
     kl_log(KL_LOG_ERROR, MOD, "reload of %s failed, the running version "
@@ -1965,6 +1978,9 @@ static int reload(kl_ctl *m) {
     free(err);
     return KL_EINVAL;
   }
+  pthread_mutex_lock(&m->idx_mu);
+  kl_vm_free(was);
+  pthread_mutex_unlock(&m->idx_mu);
   gen *old = m->cur;
   /* old version: stop taking events, finish running reconciles */
   double deadline = kl_now() + m->o.shutdown_timeout;

@@ -913,6 +913,71 @@ TEST(halt_aborts_running_reconciles_and_starts_no_more) {
   fx_down(&fx);
 }
 
+static double script_gauge(const char *name) {
+  kl_metric *m = NULL;
+  if (kl_metrics_gauge(kl_metrics_default(), name, "", NULL, &m, NULL) != 0)
+    return -1;
+  return kl_metric_series_value(kl_metric_with(m, NULL, 0));
+}
+
+/* A reload that fails after its first load (here the new version cannot
+ * load in the worker states) leaves the running version's Lua index
+ * functions in place: they used to be looked up in the failed version's
+ * state from then on, so objects written later got no index values. */
+TEST(failed_reload_keeps_the_running_index_functions) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  char marker[400];
+  snprintf(marker, sizeof marker, "%s/idx_marker", tmpdir);
+  unlink(marker);
+  const char *v1 =
+      "local klua = require('klua')\n"
+      "klua.index('v1', 'ConfigMap', 'by_color', function(o) return o.data and o.data.color end)\n"
+      "local g = assert(klua.metrics.gauge('review_idx_red', 'test'))\n"
+      "klua.controller({ name = 'idx', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function(req) g:set(#klua.cache('v1', 'ConfigMap', { namespace = 'default' }):by_index('by_color', 'red')) end })\n";
+  char v2[1200];
+  snprintf(v2, sizeof v2,
+           "local klua = require('klua')\n"
+           "local f = io.open('%s') if f then f:close() error('this version loads only once') end\n"
+           "io.open('%s', 'w'):close()\n"
+           "klua.index('v1', 'ConfigMap', 'by_shape', function(o) return o.data and o.data.shape end)\n"
+           "klua.controller({ name = 'idx', watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+           "  reconcile = function(req) end })\n",
+           marker, marker);
+  char path[512];
+  snprintf(path, sizeof path, "%s", script("idx_reload.lua", v1));
+  kl_ctl_opts co = {.script = path, .reload = true};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"red1\"},\"data\":{\"color\":\"red\"}}");
+    double n = 0;
+    for (int i = 0; i < 250 && n != 1; i++) {
+      usleep(20000);
+      n = script_gauge("review_idx_red");
+    }
+    CHECK(n == 1);
+    script("idx_reload.lua", v2);
+    CHECK(kl_ctl_poll(ctl) < 0); /* the new version failed: v1 runs on */
+    kl_ctl_stats st;
+    kl_ctl_get_stats(ctl, &st);
+    CHECK(st.reload_failures == 1);
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"red2\"},\"data\":{\"color\":\"red\"}}");
+    for (int i = 0; i < 250 && n != 2; i++) {
+      usleep(20000);
+      n = script_gauge("review_idx_red");
+    }
+    CHECK(n == 2);
+    kl_ctl_free(ctl);
+  }
+  unlink(marker);
+  fx_down(&fx);
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -935,6 +1000,7 @@ int main(void) {
   RUN(cache_reads_release_objects_when_conversion_raises);
   RUN(request_with_few_arguments_keeps_the_state_sane);
   RUN(halt_aborts_running_reconciles_and_starts_no_more);
+  RUN(failed_reload_keeps_the_running_index_functions);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
