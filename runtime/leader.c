@@ -269,9 +269,10 @@ static int try_acquire_or_renew(kl_leader *l) {
     if (!rt) rt = jstr(spec, "acquireTime");
     bool expired_wall = rt && kl_time_parse(rt, &renew) == 0 &&
                         renew + dur < now;
-    /* client-go's rule, immune to clock skew: unchanged for a lease
-     * duration by our own clock */
-    bool expired_seen = l->observed_at + l->o.lease_duration <= kl_now();
+    /* client-go's rule, immune to clock skew: unchanged for the holder's
+     * lease duration (the record's, not ours) by our own clock */
+    bool expired_seen =
+        l->observed_at + (dur > 0 ? dur : l->o.lease_duration) <= kl_now();
     if (!expired_wall && !expired_seen) {
       free(holder);
       cJSON_Delete(o);

@@ -343,6 +343,23 @@ TEST(hung_renewals_end_leadership_before_the_lease_expires) {
   kl_leader_free(a);
 }
 
+/* The holder's lease duration decides when its lease expires, not the
+ * candidate's own setting (client-go reads leaseDurationSeconds from the
+ * record): a candidate configured with 2 s must not take a 30 s lease its
+ * holder renewed a moment ago. */
+TEST(the_holders_lease_duration_decides_expiry) {
+  CHECK_EQ_INT(put_lease("long", "holder-x", 30), 201);
+  cb ca = {0};
+  kl_leader *a = elector("long", "cand-a", &ca, 2, 1.5, 0.25, false);
+  usleep(4000000); /* twice the candidate's duration, far inside 30 s */
+  CHECK(!kl_leader_is_leader(a));
+  CHECK_EQ_INT(atomic_load(&ca.started), 0);
+  char *h = lease_field("long", "holderIdentity");
+  CHECK_EQ_STR(h, "holder-x");
+  free(h);
+  kl_leader_free(a);
+}
+
 int main(void) {
   setup();
   RUN(microtime);
@@ -354,6 +371,7 @@ int main(void) {
   RUN(conflict_is_a_lost_race);
   RUN(renewals_failing_past_the_deadline_stop_the_leader);
   RUN(hung_renewals_end_leadership_before_the_lease_expires);
+  RUN(the_holders_lease_duration_decides_expiry);
   kl_rest_free(rest);
   kl_apiserver_free(srv);
   return ctest_summary();
