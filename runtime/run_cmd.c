@@ -2,7 +2,8 @@
  * until SIGINT/SIGTERM) and `klua dev SCRIPT` (the same against an
  * in-process local API server, with hot reload). See docs/running.md.
  * Called from the main thread; SIGINT/SIGTERM are blocked in every thread
- * and taken with sigtimedwait by the main loop. */
+ * and taken with sigtimedwait by the main loop; SIGPIPE has a no-op
+ * handler (writes to closed pipes fail with EPIPE). */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -285,6 +286,8 @@ static char *find_lua_dir(void) {
 }
 
 static sigset_t stop_signals;
+
+static void on_sigpipe(int sig) { (void)sig; } /* async-signal-safe: empty */
 static kl_leader *the_leader; /* set while leader election runs */
 
 /* Ends the manager's waits (resources to be served, cache sync): a stop
@@ -391,6 +394,16 @@ static int run_main(run_args *a, bool dev) {
             errno ? strerror(errno) : "not a regular file");
     return 1;
   }
+  /* A write to a closed pipe or socket (a script's io.popen, a client gone)
+   * must be an EPIPE error, not a SIGPIPE ending every controller. A no-op
+   * handler rather than SIG_IGN: commands the script starts get the
+   * default action back at exec. */
+  struct sigaction sp;
+  memset(&sp, 0, sizeof sp);
+  sp.sa_handler = on_sigpipe;
+  sp.sa_flags = SA_RESTART;
+  sigemptyset(&sp.sa_mask);
+  sigaction(SIGPIPE, &sp, NULL);
   /* every thread created from now on inherits the blocked signals */
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
