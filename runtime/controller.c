@@ -678,6 +678,7 @@ typedef struct src {
   kl_ctl *mgr;
   kl_informer *inf; /* a reference from the factory */
   kl_store *store;  /* borrowed from inf */
+  bool namespaced;  /* the resource's scope */
   int col;          /* metrics collector */
 } src;
 
@@ -813,10 +814,11 @@ static void push_event(gen *g, int type, int ctl, int widx, kl_obj *old,
   hook_push(g, ev);
 }
 
-/* The "ns/name" of obj's controlling owner when it is of group/kind, as a
- * NEW string; NULL when there is none. */
+/* The key of obj's controlling owner when it is of group/kind, as a NEW
+ * string: "ns/name" (obj's namespace) for a namespaced owner kind, "name"
+ * for a cluster-scoped one; NULL when there is none. */
 static char *owner_key(const kl_obj *obj, const char *group,
-                       const char *kind) {
+                       const char *kind, bool namespaced) {
   kl_span refs;
   if (!kl_obj_get(obj, "metadata.ownerReferences", &refs) ||
       kl_json_type(refs) != 'a')
@@ -840,7 +842,7 @@ static char *owner_key(const kl_obj *obj, const char *group,
     if (!same) return NULL;
     char *n = kl_json_strdup(name);
     if (!n) return NULL;
-    char *key = kl_meta_key(kl_obj_namespace(obj), n);
+    char *key = kl_meta_key(namespaced ? kl_obj_namespace(obj) : NULL, n);
     free(n);
     return key;
   }
@@ -868,7 +870,8 @@ static void on_notify(const kl_notification *n, void *ud) {
     for (int i = 0; i < 2; i++) {
       kl_obj *o = i == 0 ? n->obj : n->old;
       if (!o) continue;
-      char *key = owner_key(o, cs->group, cs->kind);
+      char *key = owner_key(o, cs->group, cs->kind,
+                            !gc->primary || gc->primary->namespaced);
       if (key) kl_wq_add(gc->wq, key);
       free(key);
     }
@@ -976,6 +979,7 @@ static int src_acquire(kl_ctl *m, const cache_spec *cs, src **out,
   kl_informer *inf = NULL;
   char *ierr = NULL;
   rc = kl_informer_factory_get(m->factory, &io, &inf, &ierr);
+  bool namespaced = res.namespaced;
   free(path);
   kl_resource_free(&res);
   if (rc != 0) {
@@ -990,6 +994,7 @@ static int src_acquire(kl_ctl *m, const cache_spec *cs, src **out,
   s->mgr = m;
   s->inf = inf;
   s->store = kl_informer_store(inf);
+  s->namespaced = namespaced;
   src_add_indexes(m, s, cs);
   kl_informer_start(inf); /* a no-op when another cache shares it */
   s->col = kl_metrics_watch_informer(kl_metrics_default(), label, inf);

@@ -978,6 +978,63 @@ TEST(failed_reload_keeps_the_running_index_functions) {
   fx_down(&fx);
 }
 
+static double labelled_counter(const char *name, const char *label,
+                               const char *value) {
+  kl_metric *m = NULL;
+  const char *labels[] = {label, NULL};
+  if (kl_metrics_counter(kl_metrics_default(), name, "", labels, &m, NULL) != 0)
+    return -1;
+  const char *v[] = {value};
+  return kl_metric_series_value(kl_metric_with(m, v, 1));
+}
+
+/* An owned object's controlling owner of a cluster-scoped kind is
+ * enqueued by name alone (controller-runtime's EnqueueRequestForOwner asks
+ * the owner's scope): "ns1", not "<owned object's namespace>/ns1". */
+TEST(cluster_scoped_owner_is_enqueued_without_a_namespace) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  kl_as_resource *nsres = kl_as_find(fx.srv, "", "v1", "namespaces");
+  cJSON *nsbody = cJSON_Parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"owner-ns\"}}");
+  kl_as_result r = KL_AS_RESULT_INIT;
+  kl_as_opts o = {0};
+  kl_as_create(fx.srv, nsres, NULL, nsbody, &o, &r);
+  CHECK(r.code == 201);
+  kl_as_result_free(&r);
+  cJSON_Delete(nsbody);
+  const char *src =
+      "local klua = require('klua')\n"
+      "local keys = assert(klua.metrics.counter('review_owner_keys_total', 'test', { 'key' }))\n"
+      "klua.controller({ name = 'ns-owner', watch = { api_version = 'v1', kind = 'Namespace' },\n"
+      "  owns = { { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' } },\n"
+      "  reconcile = function(req) keys:inc({ key = req.key }) end })\n";
+  kl_ctl_opts co = {.script = script("ns_owner.lua", src)};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    const char *M = "review_owner_keys_total";
+    double good = 0, bad = 0;
+    for (int i = 0; i < 250 && good < 1; i++) {
+      usleep(20000);
+      good = labelled_counter(M, "key", "owner-ns");
+    }
+    CHECK(good >= 1);
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"owned\",\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"name\":\"owner-ns\",\"uid\":\"u1\",\"controller\":true}]}}");
+    for (int i = 0; i < 250 && good < 2 && bad < 1; i++) {
+      usleep(20000);
+      good = labelled_counter(M, "key", "owner-ns");
+      bad = labelled_counter(M, "key", "default/owner-ns");
+    }
+    CHECK(bad == 0);
+    CHECK(good >= 2);
+    kl_ctl_free(ctl);
+  }
+  fx_down(&fx);
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -1001,6 +1058,7 @@ int main(void) {
   RUN(request_with_few_arguments_keeps_the_state_sane);
   RUN(halt_aborts_running_reconciles_and_starts_no_more);
   RUN(failed_reload_keeps_the_running_index_functions);
+  RUN(cluster_scoped_owner_is_enqueued_without_a_namespace);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
