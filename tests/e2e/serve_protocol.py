@@ -184,6 +184,42 @@ def conflict_on_stale_update_and_existing_name():
 
 
 @test
+def delete_preconditions_409():
+    # errors/409_delete_precondition_uid.http: the exact message and details
+    st, b, _ = req("POST", CM % "t-crud", cm("pre"))
+    uid, rv = b["metadata"]["uid"], b["metadata"]["resourceVersion"]
+    zero = "00000000-0000-0000-0000-000000000000"
+    st, e, _ = req("DELETE", CM % "t-crud" + "/pre",
+                   {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "preconditions": {"uid": zero}})
+    assert st == 409 and e["reason"] == "Conflict", e
+    assert e["message"] == (
+        'Operation cannot be fulfilled on ConfigMap "pre": the UID in the '
+        'precondition (%s) does not match the UID in record (%s). The '
+        'object might have been deleted and then recreated' % (zero, uid)), e
+    assert e["details"] == {"name": "pre", "kind": "ConfigMap"}, e
+    st, e, _ = req("DELETE", CM % "t-crud" + "/pre",
+                   {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "preconditions": {"resourceVersion": "1"}})
+    assert st == 409 and e["reason"] == "Conflict", e
+    st2, cur, _ = req("GET", CM % "t-crud" + "/pre")
+    assert e["message"] == (
+        'Operation cannot be fulfilled on ConfigMap "pre": the '
+        'ResourceVersion in the precondition (1) does not match the '
+        'ResourceVersion in record (%s). The object might have been '
+        'modified' % cur["metadata"]["resourceVersion"]), e
+    # still there after both refusals; matching preconditions delete it
+    st, _, _ = req("GET", CM % "t-crud" + "/pre")
+    assert st == 200
+    st, e, _ = req("DELETE", CM % "t-crud" + "/pre",
+                   {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "preconditions": {"uid": uid, "resourceVersion": rv}})
+    assert st == 200 and e["status"] == "Success", e
+    st, _, _ = req("GET", CM % "t-crud" + "/pre")
+    assert st == 404
+
+
+@test
 def not_found_errors():
     st, e, _ = req("POST", CM % "no-such-ns", cm("x"))
     assert st == 404 and e["message"] == 'namespaces "no-such-ns" not found'
