@@ -1124,7 +1124,17 @@ static kl_vm *gen_load_vm(gen *g) {
     else free(err);
   }
   pthread_cond_broadcast(&g->cv);
+  /* start only once every state of the generation loaded: a generation
+   * that fails as a whole (the running version stays) must not have
+   * reconciled anything from the queues it shares with that version */
+  while (g->loaded + g->failed < g->expected)
+    pthread_cond_wait(&g->cv, &g->mu);
+  bool ok = g->failed == 0;
   pthread_mutex_unlock(&g->mu);
+  if (vm && !ok) {
+    kl_vm_free(vm);
+    vm = NULL;
+  }
   return vm;
 }
 

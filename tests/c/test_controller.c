@@ -1035,6 +1035,63 @@ TEST(cluster_scoped_owner_is_enqueued_without_a_namespace) {
   fx_down(&fx);
 }
 
+/* A reload whose new version loads in some worker states but not in all
+ * fails as a whole: the states that did load must not reconcile anything
+ * (they share the controller's queue with the running version), since the
+ * running version stays. */
+TEST(failed_reload_runs_no_reconcile_of_the_new_version) {
+  fixture fx;
+  if (!fx_up(&fx)) {
+    CHECK(0);
+    return;
+  }
+  char dir[400];
+  snprintf(dir, sizeof dir, "%s/partial", tmpdir);
+  mkdir(dir, 0700);
+  const char *v1 =
+      "local klua = require('klua')\n"
+      "local c = assert(klua.metrics.counter('review_partial_v1_total', 'test'))\n"
+      "klua.controller({ name = 'partial', workers = 2, watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+      "  reconcile = function(req) c:inc(); return klua.requeue_after(0.02) end })\n";
+  char v2[1500];
+  snprintf(v2, sizeof v2,
+           "local klua = require('klua')\n"
+           "local function mk(d) local r = os.execute('mkdir %s/' .. d .. ' 2>/dev/null'); return r == 0 or r == true end\n"
+           "if not mk('probe') and not mk('w1') then os.execute('sleep 1'); error('this worker state does not load') end\n"
+           "local c = assert(klua.metrics.counter('review_partial_v2_total', 'test'))\n"
+           "klua.controller({ name = 'partial', workers = 2, watch = { api_version = 'v1', kind = 'ConfigMap', namespace = 'default' },\n"
+           "  reconcile = function(req) c:inc(); return klua.requeue_after(0.02) end })\n",
+           dir);
+  char path[512];
+  snprintf(path, sizeof path, "%s", script("partial.lua", v1));
+  kl_ctl_opts co = {.script = path, .reload = true};
+  kl_ctl *ctl = ctl_up(&fx, &co, true);
+  CHECK(ctl != NULL);
+  if (ctl) {
+    put_cm(fx.srv, "default", "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"busy\"}}");
+    double n = 0;
+    for (int i = 0; i < 250 && n < 3; i++) {
+      usleep(20000);
+      n = script_counter("review_partial_v1_total");
+    }
+    CHECK(n >= 3); /* the key cycles through the queue */
+    script("partial.lua", v2);
+    CHECK(kl_ctl_poll(ctl) < 0);
+    CHECK(script_counter("review_partial_v2_total") == 0);
+    double before = script_counter("review_partial_v1_total");
+    for (int i = 0; i < 250 && n <= before; i++) {
+      usleep(20000);
+      n = script_counter("review_partial_v1_total");
+    }
+    CHECK(n > before); /* the running version goes on */
+    kl_ctl_free(ctl);
+  }
+  char cmd[500];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) printf("  cannot remove %s\n", dir);
+  fx_down(&fx);
+}
+
 int main(void) {
   alarm(120); /* a budget that fails to abort must not hang the suite */
   const char *root = getenv("KLUA_ROOT");
@@ -1059,6 +1116,7 @@ int main(void) {
   RUN(halt_aborts_running_reconciles_and_starts_no_more);
   RUN(failed_reload_keeps_the_running_index_functions);
   RUN(cluster_scoped_owner_is_enqueued_without_a_namespace);
+  RUN(failed_reload_runs_no_reconcile_of_the_new_version);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) printf("  could not remove %s\n", tmpdir);
