@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +68,12 @@ static inline void row_begin(bench_row *r, const char *name) {
   r->b = (kl_buf)KL_BUF_INIT;
   kl_buf_addf(&r->b, "{\"row\":\"%s\"", name);
 }
+/* A number, or null when it is not finite (JSON has no inf/nan). */
 static inline void row_num(bench_row *r, const char *k, double v) {
-  kl_buf_addf(&r->b, ",\"%s\":%.6g", k, v);
+  if (isfinite(v))
+    kl_buf_addf(&r->b, ",\"%s\":%.6g", k, v);
+  else
+    kl_buf_addf(&r->b, ",\"%s\":null", k);
 }
 static inline void row_str(bench_row *r, const char *k, const char *v) {
   kl_buf_addf(&r->b, ",\"%s\":\"", k);

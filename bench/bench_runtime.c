@@ -225,7 +225,9 @@ int main(int argc, char **argv) {
     row_num(&row, "workers", w);
     row_num(&row, "reconciles", (double)n);
     row_num(&row, "seconds", secs);
-    row_num(&row, "per_second", (double)n / secs);
+    /* on tiny sizes every reconcile may land between two polls of the
+     * monitor (0.2 ms): no duration to divide by, so no rate (null) */
+    row_num(&row, "per_second", secs > 0 ? (double)n / secs : NAN);
     row_num(&row, "start_seconds", r.start_s);
     row_end(&row);
     last = r;
