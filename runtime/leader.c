@@ -371,7 +371,14 @@ static void *run(void *arg) {
     } else if (r == TRY_HELD) {
       why = "another holder took the lease";
       break;
-    } else if (kl_now() - last_ok >= l->o.renew_deadline) {
+    } else {
+      /* Retry after the usual period while one still fits before the
+       * deadline; otherwise the deadline decides (client-go's poll ends
+       * when its context does), so the loss is declared at renew_by and
+       * not a retry period later, when the lease may have expired. */
+      double left = l->renew_by - kl_now();
+      if (left > l->o.retry_period) continue;
+      if (left > 0 && nap(l, left)) break; /* stopped: release as usual */
       why = "could not renew the lease within the renew deadline";
       break;
     }
