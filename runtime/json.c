@@ -4,6 +4,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static inline const char *ws(const char *p, const char *end) {
   while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -18,6 +21,21 @@ static inline int hexval(char c) {
 }
 
 const char *kl_json_plain_run(const char *p, const char *end) {
+#ifdef __SSE2__
+  /* 16 bytes at a time: one compare per special class, one mask; the
+   * first special byte is the lowest set bit. (SSE2 is part of x86-64.) */
+  const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                ctl = _mm_set1_epi8(0x1f);
+  while (end - p >= 16) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i hit = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+        _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1f */
+    unsigned m = (unsigned)_mm_movemask_epi8(hit);
+    if (m) return p + __builtin_ctz(m);
+    p += 16;
+  }
+#endif
   /* 8 bytes at a time: a byte is special when it is '"', '\\' or < 0x20
    * (SWAR zero-byte tests; a hit only sends us to the byte loop). */
   const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;

@@ -78,19 +78,29 @@ TEST(compact_value_reports_its_end) {
 }
 
 TEST(plain_run_finds_every_special_byte_at_every_offset) {
-  static const char specials[] = {'"', '\\', '\n', 0x01, 0x1f};
-  char buf[40];
+  /* offsets span the 16-byte vector blocks, the 8-byte words and the
+   * byte tail; the first special byte wins, a special past end is unseen */
+  static const char specials[] = {'"', '\\', '\n', '\0', 0x01, 0x1f};
+  char buf[70];
   for (size_t s = 0; s < sizeof specials; s++) {
-    for (size_t at = 0; at < 24; at++) {
+    for (size_t at = 0; at < sizeof buf; at++) {
       memset(buf, 'a', sizeof buf);
       buf[at] = specials[s];
       CHECK(kl_json_plain_run(buf, buf + sizeof buf) == buf + at);
+      if (at + 1 < sizeof buf) {
+        buf[at + 1] = '"';
+        CHECK(kl_json_plain_run(buf, buf + sizeof buf) == buf + at);
+      }
+      CHECK(kl_json_plain_run(buf, buf + at) == buf + at);
     }
   }
-  memset(buf, 0x7f, sizeof buf); /* DEL and high bytes are plain */
-  buf[3] = (char)0xc3;
+  /* space, DEL and bytes >= 0x80 (UTF-8) are plain */
+  static const unsigned char plain[] = {' ', 0x7f, 0x80, 0xc3, 0xff};
+  for (size_t i = 0; i < sizeof buf; i++)
+    buf[i] = (char)plain[i % sizeof plain];
   CHECK(kl_json_plain_run(buf, buf + sizeof buf) == buf + sizeof buf);
   CHECK(kl_json_plain_run(buf, buf + 5) == buf + 5);
+  CHECK(kl_json_plain_run(buf, buf) == buf);
 }
 
 TEST(skip_valid_skips_values_and_stays_in_bounds) {
