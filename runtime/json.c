@@ -120,7 +120,29 @@ typedef struct {
   char *out;       /* output cursor; NULL: validate only */
   const char *run; /* start of the pending input run */
   const char *end;
+  char *start;         /* where the output of this value begins */
+  kl_json_capture *cap; /* top-level members to note, or NULL */
 } cctx;
+
+/* Where input byte x (at or after the pending run's start) lands in the
+ * output, counted from the output's start. */
+static inline size_t out_at(const cctx *c, const char *x) {
+  return (size_t)(c->out - c->start) + (size_t)(x - c->run);
+}
+
+/* A top-level key [kp, kp+kn) (raw bytes between the quotes): the index
+ * of the capture slot it fills, or -1. */
+static int capture_slot(kl_json_capture *cap, const char *kp, size_t kn) {
+  if (memchr(kp, '\\', kn)) {
+    cap->escaped = true; /* "\u006bind" is "kind": the caller looks */
+    return -1;
+  }
+  for (int i = 0; i < KL_JSON_CAPTURE_MAX && cap->keys[i]; i++)
+    if (!cap->len[i] && strlen(cap->keys[i]) == kn &&
+        memcmp(cap->keys[i], kp, kn) == 0)
+      return i;
+  return -1;
+}
 
 /* Copies the pending run up to `from` and restarts it at `to`. */
 static inline void cut(cctx *c, const char *from, const char *to) {
@@ -197,8 +219,16 @@ static const char *object(cctx *c, const char *p, int depth,
     p = cws(c, ke);
     if (p >= end || *p != ':') return NULL;
     p = cws(c, p + 1);
+    int slot = depth == 0 && c->cap && c->out && !dropped
+                   ? capture_slot(c->cap, ks + 1, (size_t)(ke - ks - 2))
+                   : -1;
+    size_t vat = slot >= 0 ? out_at(c, p) : 0;
     p = value(c, p, depth + 1, sub, dropped ? 0 : nsub);
     if (!p) return NULL;
+    if (slot >= 0) {
+      c->cap->off[slot] = vat;
+      c->cap->len[slot] = out_at(c, p) - vat;
+    }
     if (dropped) {
       c->out = out;
       c->run = p;
@@ -252,7 +282,7 @@ static const char *value(cctx *c, const char *p, int depth,
 }
 
 int kl_json_skip(const char *p, const char *end, const char **after) {
-  cctx c = {NULL, p, end};
+  cctx c = {NULL, p, end, NULL, NULL};
   const char *q = value(&c, p, 0, NULL, 0);
   if (!q) return KL_EJSON;
   if (after) *after = q;
@@ -265,15 +295,19 @@ int kl_json_validate(const char *p, size_t n) {
   return ws(q, end) == end ? 0 : KL_EJSON;
 }
 
-int kl_json_compact_value(const char *p, const char *end,
-                          const char *const *drop, kl_buf *out,
-                          const char **after) {
+static int compact_value(const char *p, const char *end,
+                         const char *const *drop, kl_buf *out,
+                         const char **after, kl_json_capture *cap) {
   int nd = 0;
   while (drop && drop[nd] && nd < 8) nd++;
   kl_buf_reserve(out, (size_t)(end - p));
   char *start = out->data + out->len;
   p = ws(p, end); /* leading whitespace is not part of the value */
-  cctx c = {start, p, end};
+  if (cap) {
+    cap->escaped = false;
+    for (int i = 0; i < KL_JSON_CAPTURE_MAX; i++) cap->off[i] = cap->len[i] = 0;
+  }
+  cctx c = {start, p, end, start, cap};
   const char *q = value(&c, p, 0, drop, nd);
   if (!q) return KL_EJSON;
   cut(&c, q, q);
@@ -283,10 +317,21 @@ int kl_json_compact_value(const char *p, const char *end,
   return 0;
 }
 
+int kl_json_compact_value(const char *p, const char *end,
+                          const char *const *drop, kl_buf *out,
+                          const char **after) {
+  return compact_value(p, end, drop, out, after, NULL);
+}
+
 int kl_json_compact(const char *p, size_t n, const char *const *drop,
                     kl_buf *out) {
+  return kl_json_compact_capture(p, n, drop, out, NULL);
+}
+
+int kl_json_compact_capture(const char *p, size_t n, const char *const *drop,
+                            kl_buf *out, kl_json_capture *cap) {
   const char *end = p + n, *q;
-  if (kl_json_compact_value(p, end, drop, out, &q) != 0) return KL_EJSON;
+  if (compact_value(p, end, drop, out, &q, cap) != 0) return KL_EJSON;
   return ws(q, end) == end ? 0 : KL_EJSON;
 }
 

@@ -34,6 +34,24 @@ int kl_json_validate(const char *p, size_t n);
 int kl_json_compact(const char *p, size_t n, const char *const *drop,
                     kl_buf *out);
 
+/* Top-level members noted by kl_json_compact_capture in the same pass: for
+ * each name in keys (NULL-terminated, at most KL_JSON_CAPTURE_MAX), where
+ * the value of its first occurrence landed in the output, as an offset
+ * from the start of the compacted value, and its length (0: absent). A
+ * top-level key written with escapes is never matched and sets escaped:
+ * the caller must then look members up itself. */
+#define KL_JSON_CAPTURE_MAX 4
+typedef struct kl_json_capture {
+  const char *keys[KL_JSON_CAPTURE_MAX];
+  size_t off[KL_JSON_CAPTURE_MAX], len[KL_JSON_CAPTURE_MAX];
+  bool escaped;
+} kl_json_capture;
+
+/* kl_json_compact, also filling cap (NULL: none) for a top-level object.
+ * Returns 0 or KL_EJSON (cap then meaningless). */
+int kl_json_compact_capture(const char *p, size_t n, const char *const *drop,
+                            kl_buf *out, kl_json_capture *cap);
+
 /* Like kl_json_compact for the one value starting at p (leading whitespace
  * allowed) and ending anywhere before end: appends it to out, compacted and
  * validated in the same single pass, and sets *after just past it. Returns

@@ -60,17 +60,23 @@ static bool next_member(const char **pp, const char *end, kl_span *k,
 /* Collects the metadata spans of the valid object top in one pass over its
  * members and one over metadata's. Returns 0 or KL_EINVAL (*why set). */
 static int scan_meta(kl_span top, bool need_av, bool need_kind,
-                     kl_span *apiv, kl_span *kind, kl_span m[M_N],
-                     const char **why) {
+                     const kl_json_capture *cap, kl_span *apiv,
+                     kl_span *kind, kl_span m[M_N], const char **why) {
   const char *p = top.p + 1, *end = top.p + top.n;
   kl_span k, v, meta = {0};
-  /* stop as soon as everything wanted is found (the API server writes
-   * apiVersion, kind, metadata first) */
-  while ((!meta.p || (need_av && !apiv->p) || (need_kind && !kind->p)) &&
-         next_member(&p, end, &k, &v)) {
-    if (!meta.p && key_is(k, "metadata", 8)) meta = v;
-    else if (!apiv->p && key_is(k, "apiVersion", 10)) *apiv = v;
-    else if (!kind->p && key_is(k, "kind", 4)) *kind = v;
+  if (cap) { /* the compaction pass already found the top-level members */
+    if (cap->len[0]) meta = (kl_span){top.p + cap->off[0], cap->len[0]};
+    if (cap->len[1]) *apiv = (kl_span){top.p + cap->off[1], cap->len[1]};
+    if (cap->len[2]) *kind = (kl_span){top.p + cap->off[2], cap->len[2]};
+  } else {
+    /* stop as soon as everything wanted is found (the API server writes
+     * apiVersion, kind, metadata first) */
+    while ((!meta.p || (need_av && !apiv->p) || (need_kind && !kind->p)) &&
+           next_member(&p, end, &k, &v)) {
+      if (!meta.p && key_is(k, "metadata", 8)) meta = v;
+      else if (!apiv->p && key_is(k, "apiVersion", 10)) *apiv = v;
+      else if (!kind->p && key_is(k, "kind", 4)) *kind = v;
+    }
   }
   if (!meta.p) return 0;
   if (kl_json_type(meta) != 'o') {
@@ -138,12 +144,15 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
    * else one validating, compacting pass into a scratch buffer. */
   kl_buf b = KL_BUF_INIT;
   kl_span top = {json, n};
+  kl_json_capture tops = {.keys = {"metadata", "apiVersion", "kind"}};
+  bool captured = false;
   if (!opts->compacted) {
-    if (kl_json_compact(json, n, opts->drop, &b) != 0) {
+    if (kl_json_compact_capture(json, n, opts->drop, &b, &tops) != 0) {
       kl_buf_free(&b);
       return fail(err, KL_EJSON, "malformed JSON object");
     }
     top = (kl_span){b.data, b.len};
+    captured = !tops.escaped;
   }
   if (kl_json_type(top) != 'o' || top.n < 2) {
     kl_buf_free(&b);
@@ -151,8 +160,8 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
   }
   kl_span apiv = {0}, kind = {0}, m[M_N] = {{0}};
   const char *why = NULL;
-  if (scan_meta(top, opts->api_version != NULL, opts->kind != NULL, &apiv,
-                &kind, m, &why) != 0) {
+  if (scan_meta(top, opts->api_version != NULL, opts->kind != NULL,
+                captured ? &tops : NULL, &apiv, &kind, m, &why) != 0) {
     kl_buf_free(&b);
     return fail(err, KL_EINVAL, why);
   }

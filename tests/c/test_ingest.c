@@ -77,6 +77,86 @@ TEST(compact_value_reports_its_end) {
   kl_buf_free(&b);
 }
 
+/* The span a capture slot names, as a NEW string ("" when absent). */
+static char *slot(const kl_buf *b, const kl_json_capture *c, int i) {
+  return kl_strndup(b->data + c->off[i], c->len[i]);
+}
+
+TEST(compact_capture_notes_top_level_members_in_the_output) {
+  static const char *const drop[] = {"metadata.managedFields", "status",
+                                     NULL};
+  const char *in =
+      " { \"status\" : {\"kind\":\"no\"} , \"kind\" : \"X\" , \"metadata\":"
+      " {\"name\": \"a\", \"managedFields\" : [1] } ,\n \"apiVersion\" :"
+      "\"v1\", \"data\": {\"kind\": \"inner\"}, \"kind\": \"second\" } ";
+  kl_json_capture c = {.keys = {"metadata", "apiVersion", "kind"}};
+  kl_buf b = KL_BUF_INIT;
+  kl_buf_adds(&b, "prefix:"); /* offsets count from the value's start */
+  size_t at = b.len;
+  CHECK_EQ_INT(kl_json_compact_capture(in, strlen(in), drop, &b, &c), 0);
+  CHECK_EQ_STR(b.data + at,
+               "{\"kind\":\"X\",\"metadata\":{\"name\":\"a\"},"
+               "\"apiVersion\":\"v1\",\"data\":{\"kind\":\"inner\"},"
+               "\"kind\":\"second\"}");
+  kl_buf v = KL_BUF_INIT;
+  kl_buf_add(&v, b.data + at, b.len - at);
+  char *m = slot(&v, &c, 0), *a = slot(&v, &c, 1), *k = slot(&v, &c, 2);
+  CHECK_EQ_STR(m, "{\"name\":\"a\"}");
+  CHECK_EQ_STR(a, "\"v1\"");
+  CHECK_EQ_STR(k, "\"X\""); /* the first, top-level one */
+  CHECK(!c.escaped);
+  free(m), free(a), free(k);
+  kl_buf_free(&v);
+  kl_buf_free(&b);
+
+  /* absent members, an escaped top-level key, a non-object */
+  kl_json_capture d = {.keys = {"metadata", "kind"}};
+  kl_buf e = KL_BUF_INIT;
+  const char *esc = "{\"\\u006bind\":\"K\",\"x\":1}";
+  CHECK_EQ_INT(kl_json_compact_capture(esc, strlen(esc), NULL, &e, &d), 0);
+  CHECK(d.len[0] == 0 && d.len[1] == 0);
+  CHECK(d.escaped);
+  kl_buf_free(&e);
+  e = (kl_buf)KL_BUF_INIT;
+  CHECK_EQ_INT(kl_json_compact_capture("[1]", 3, NULL, &e, &d), 0);
+  CHECK(d.len[0] == 0 && !d.escaped);
+  kl_buf_free(&e);
+  e = (kl_buf)KL_BUF_INIT;
+  CHECK_EQ_INT(kl_json_compact_capture("{\"kind\":", 8, NULL, &e, &d),
+               KL_EJSON);
+  kl_buf_free(&e);
+}
+
+TEST(obj_new_reads_metadata_under_an_escaped_top_level_key) {
+  /* the compaction's capture cannot match "meta\u0064ata": the object
+   * must still get its name from it, and the injected kind must not
+   * duplicate an escaped "kind" */
+  const char *j = "{\"meta\\u0064ata\":{\"name\":\"n\",\"namespace\":\"ns\"},"
+                  "\"\\u006bind\":\"Real\"}";
+  kl_obj_opts o = {.api_version = "v1", .kind = "Injected"};
+  kl_obj *obj = NULL;
+  CHECK_EQ_INT(kl_obj_new(j, strlen(j), &o, &obj, NULL), 0);
+  if (obj) {
+    CHECK_EQ_STR(kl_obj_key(obj), "ns/n");
+    size_t n;
+    const char *js = kl_obj_json(obj, &n);
+    CHECK(strstr(js, "Injected") == NULL);
+    CHECK(strstr(js, "\"apiVersion\":\"v1\"") != NULL);
+    kl_obj_unref(obj);
+  }
+  /* and the plain form captured in the same pass gives the same key */
+  const char *p = "{\"metadata\":{\"name\":\"n\",\"namespace\":\"ns\"},"
+                  "\"kind\":\"Real\"}";
+  CHECK_EQ_INT(kl_obj_new(p, strlen(p), &o, &obj, NULL), 0);
+  if (obj) {
+    CHECK_EQ_STR(kl_obj_key(obj), "ns/n");
+    CHECK_EQ_STR(kl_obj_json(obj, NULL),
+                 "{\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"n\","
+                 "\"namespace\":\"ns\"},\"kind\":\"Real\"}");
+    kl_obj_unref(obj);
+  }
+}
+
 TEST(plain_run_finds_every_special_byte_at_every_offset) {
   /* offsets span the 16-byte vector blocks, the 8-byte words and the
    * byte tail; the first special byte wins, a special past end is unseen */
@@ -216,6 +296,8 @@ int main(void) {
   RUN(compact_drops_with_whitespace_and_duplicates);
   RUN(compact_still_validates);
   RUN(compact_value_reports_its_end);
+  RUN(compact_capture_notes_top_level_members_in_the_output);
+  RUN(obj_new_reads_metadata_under_an_escaped_top_level_key);
   RUN(plain_run_finds_every_special_byte_at_every_offset);
   RUN(skip_valid_skips_values_and_stays_in_bounds);
   RUN(obj_new_compacted_input_gives_the_same_object);
