@@ -302,26 +302,40 @@ static int try_acquire_or_renew(kl_leader *l) {
   return rc == 0 ? TRY_OK : TRY_ERR;
 }
 
-/* ReleaseOnCancel: holderIdentity "", leaseDurationSeconds 1. */
+/* ReleaseOnCancel: holderIdentity "", leaseDurationSeconds 1. A renewal
+ * that the stop cut short may still have landed in the server, leaving
+ * l->last a version behind: on a conflict the lease is read again and
+ * released if it is still ours. */
 static void release(kl_leader *l) {
-  if (!l->last) return;
-  cJSON *spec = cJSON_GetObjectItemCaseSensitive(l->last, "spec");
-  const char *h = spec ? jstr(spec, "holderIdentity") : NULL;
-  if (!h || strcmp(h, l->identity) != 0) return;
-  char ts[40];
-  kl_microtime_format(wall_now(), ts, sizeof ts);
-  set_str(spec, "holderIdentity", "");
-  set_num(spec, "leaseDurationSeconds", 1);
-  set_str(spec, "renewTime", ts);
-  set_str(spec, "acquireTime", ts);
-  char *body = cJSON_PrintUnformatted(l->last);
-  kl_rest_resp resp = {0};
-  int rc = request(l, "PUT", l->path, body, &resp, false);
-  free(body);
-  kl_rest_resp_free(&resp);
-  if (rc == 0)
-    kl_logkv(KL_LOG_INFO, "leader", "released the lease", "lease", l->name,
-             "namespace", l->ns, "identity", l->identity);
+  for (int attempt = 0; attempt < 2 && l->last; attempt++) {
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(l->last, "spec");
+    const char *h = spec ? jstr(spec, "holderIdentity") : NULL;
+    if (!h || strcmp(h, l->identity) != 0) return;
+    char ts[40];
+    kl_microtime_format(wall_now(), ts, sizeof ts);
+    set_str(spec, "holderIdentity", "");
+    set_num(spec, "leaseDurationSeconds", 1);
+    set_str(spec, "renewTime", ts);
+    set_str(spec, "acquireTime", ts);
+    char *body = cJSON_PrintUnformatted(l->last);
+    kl_rest_resp resp = {0};
+    int rc = request(l, "PUT", l->path, body, &resp, false);
+    free(body);
+    int status = resp.status;
+    kl_rest_resp_free(&resp);
+    if (rc == 0) {
+      kl_logkv(KL_LOG_INFO, "leader", "released the lease", "lease", l->name,
+               "namespace", l->ns, "identity", l->identity);
+      return;
+    }
+    if (status != 409) break;
+    rc = request(l, "GET", l->path, NULL, &resp, false);
+    if (rc == 0) keep_last(l, &resp);
+    kl_rest_resp_free(&resp);
+    if (rc != 0) break;
+  }
+  kl_logkv(KL_LOG_WARN, "leader", "could not release the lease", "lease",
+           l->name, "namespace", l->ns, "identity", l->identity);
 }
 
 /* ---- the elector thread -------------------------------------------- */
