@@ -5,7 +5,11 @@
  * resourceVersion conflict (409) is a lost race, not leadership. Also
  * MicroTime formatting/parsing and option validation. Waits poll with
  * generous limits; the only upper bounds checked are ones the protocol
- * implies (a released lease is taken long before it would expire). */
+ * implies (a released lease is taken long before it would expire). Whether
+ * something happened too early is judged by timestamps the electors and the
+ * lease record carry, not by sampling state after a sleep, and leases that
+ * must not expire are long: TSan on a loaded CI machine stretches every
+ * sleep and request by seconds. */
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,15 +80,26 @@ static int put_lease(const char *name, const char *holder, int dur) {
 
 typedef struct cb {
   atomic_int started, stopped;
+  atomic_llong started_wall_ns; /* CLOCK_REALTIME when started leading */
   atomic_llong stopped_wall_ns; /* CLOCK_REALTIME when stopped leading */
+  atomic_int saw_winner; /* observed the holder "winner" */
 } cb;
-static void on_start(void *ud) { atomic_fetch_add(&((cb *)ud)->started, 1); }
-static void on_stop(void *ud) {
+static long long wall_ns(void) {
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  atomic_store(&((cb *)ud)->stopped_wall_ns,
-               (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+  return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+static void on_start(void *ud) {
+  atomic_store(&((cb *)ud)->started_wall_ns, wall_ns());
+  atomic_fetch_add(&((cb *)ud)->started, 1);
+}
+static void on_stop(void *ud) {
+  atomic_store(&((cb *)ud)->stopped_wall_ns, wall_ns());
   atomic_fetch_add(&((cb *)ud)->stopped, 1);
+}
+static void on_new_leader(const char *identity, void *ud) {
+  if (strcmp(identity, "winner") == 0)
+    atomic_store(&((cb *)ud)->saw_winner, 1);
 }
 
 static kl_leader *elector(const char *lease, const char *id, cb *c,
@@ -94,7 +109,8 @@ static kl_leader *elector(const char *lease, const char *id, cb *c,
                       .lease_duration = dur, .renew_deadline = renew,
                       .retry_period = retry, .no_release = no_release,
                       .on_started_leading = on_start,
-                      .on_stopped_leading = on_stop, .ud = c};
+                      .on_stopped_leading = on_stop,
+                      .on_new_leader = on_new_leader, .ud = c};
   kl_leader *l = NULL;
   char *err = NULL;
   if (kl_leader_start(&o, &l, &err) != 0) printf("  start: %s\n", err);
@@ -169,8 +185,10 @@ TEST(validation_and_identity) {
 
 TEST(exactly_one_of_two_leads) {
   cb ca = {0}, cbb = {0};
-  kl_leader *a = elector("one", "cand-a", &ca, 2, 1.5, 0.25, false);
-  kl_leader *b = elector("one", "cand-b", &cbb, 2, 1.5, 0.25, false);
+  /* a lease far longer than the competition: a renewal slowed by load
+   * must not hand the lease over while the test looks (a 2 s lease did) */
+  kl_leader *a = elector("one", "cand-a", &ca, 20, 15, 0.25, false);
+  kl_leader *b = elector("one", "cand-b", &cbb, 20, 15, 0.25, false);
   CHECK(WAIT_FOR(kl_leader_is_leader(a) || kl_leader_is_leader(b), 10));
   usleep(1500000); /* several retry periods of competition */
   CHECK(kl_leader_is_leader(a) != kl_leader_is_leader(b));
@@ -180,7 +198,7 @@ TEST(exactly_one_of_two_leads) {
   CHECK_EQ_STR(h, kl_leader_identity(lead));
   free(h);
   char *d = lease_field("one", "leaseDurationSeconds");
-  CHECK_EQ_STR(d, "2");
+  CHECK_EQ_STR(d, "20");
   free(d);
   char *rt = lease_field("one", "renewTime");
   /* MicroTime: 6 fractional digits */
@@ -203,9 +221,17 @@ TEST(dead_leader_is_replaced_after_the_lease_expires) {
   char *h = lease_field("crash", "holderIdentity");
   CHECK_EQ_STR(h, "cand-a");
   free(h);
-  usleep(300000);
-  CHECK(!kl_leader_is_leader(b)); /* the lease (3 s) has not expired */
+  double renewed = 0;
+  char *rt = lease_field("crash", "renewTime");
+  CHECK_EQ_INT(kl_time_parse(rt, &renewed), 0);
+  free(rt);
   CHECK(WAIT_FOR(kl_leader_is_leader(b), 15));
+  /* not before the lease (3 s from a's last renewal) expired: judged by
+   * when b started leading, not by sampling is_leader after a sleep */
+  double took = atomic_load(&cbb.started_wall_ns) / 1e9;
+  CHECK(took >= renewed + 3 - 1e-3);
+  if (took < renewed + 3 - 1e-3)
+    printf("  b led %.3f s after a's last renewal\n", took - renewed);
   h = lease_field("crash", "holderIdentity");
   CHECK_EQ_STR(h, "cand-b");
   free(h);
@@ -269,32 +295,6 @@ static int admin(const char *method, const char *body) {
   return rc;
 }
 
-TEST(conflict_is_a_lost_race) {
-  /* a free lease; the elector's PUT is held back while someone else
-   * writes the lease, so the PUT carries a stale resourceVersion */
-  CHECK_EQ_INT(put_lease("race", "", 1), 201);
-  CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"PUT\","
-                             "\"path\":\"/apis/coordination.k8s.io/v1/"
-                             "namespaces/default/leases/race\","
-                             "\"seconds\":1.0,\"count\":1}"),
-               0);
-  cb ca = {0};
-  kl_log_set_level(KL_LOG_DEBUG); /* the log shows the 409 */
-  kl_leader *a = elector("race", "cand-a", &ca, 30, 20, 0.25, false);
-  usleep(400000); /* a's GET is done, its PUT waits in the server */
-  CHECK_EQ_INT(put_lease("race", "winner", 30), 200);
-  usleep(2000000);
-  CHECK_EQ_INT(atomic_load(&ca.started), 0);
-  CHECK(!kl_leader_is_leader(a));
-  char *h = lease_field("race", "holderIdentity");
-  CHECK_EQ_STR(h, "winner");
-  free(h);
-  kl_leader_free(a);
-  CHECK_EQ_INT(atomic_load(&ca.stopped), 0);
-  kl_log_set_level(KL_LOG_INFO);
-  admin("DELETE", NULL);
-}
-
 /* Hits of the armed faults, summed (GET /_klua/faults). */
 static long fault_hits(void) {
   kl_rest_req req = {.method = "GET", .path = "/_klua/faults",
@@ -313,6 +313,34 @@ static long fault_hits(void) {
   return hits;
 }
 
+TEST(conflict_is_a_lost_race) {
+  /* a free lease; the elector's PUT is held back while someone else
+   * writes the lease, so the PUT carries a stale resourceVersion */
+  CHECK_EQ_INT(put_lease("race", "", 1), 201);
+  CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"PUT\","
+                             "\"path\":\"/apis/coordination.k8s.io/v1/"
+                             "namespaces/default/leases/race\","
+                             "\"seconds\":3.0,\"count\":1}"),
+               0);
+  cb ca = {0};
+  kl_log_set_level(KL_LOG_DEBUG); /* the log shows the 409 */
+  kl_leader *a = elector("race", "cand-a", &ca, 30, 20, 0.25, false);
+  /* a's GET is done, its PUT waits in the server */
+  CHECK(WAIT_FOR(fault_hits() == 1, 10));
+  CHECK_EQ_INT(put_lease("race", "winner", 30), 200);
+  /* after the 409, a reads the lease again and sees the winner */
+  CHECK(WAIT_FOR(atomic_load(&ca.saw_winner) == 1, 20));
+  CHECK_EQ_INT(atomic_load(&ca.started), 0);
+  CHECK(!kl_leader_is_leader(a));
+  char *h = lease_field("race", "holderIdentity");
+  CHECK_EQ_STR(h, "winner");
+  free(h);
+  kl_leader_free(a);
+  CHECK_EQ_INT(atomic_load(&ca.stopped), 0);
+  kl_log_set_level(KL_LOG_INFO);
+  admin("DELETE", NULL);
+}
+
 /* Failed renewals inside the renew deadline are retried, not a loss; only
  * failing past it ends leadership. The first half is checked by what the
  * server saw (two failed PUTs, then a renewal that succeeds), not by
@@ -320,7 +348,9 @@ static long fault_hits(void) {
  * loaded machine where the sleep overshoots the deadline. */
 TEST(renewals_failing_past_the_deadline_stop_the_leader) {
   cb ca = {0};
-  kl_leader *a = elector("flaky", "cand-a", &ca, 3, 1.5, 0.25, false);
+  /* two failed attempts and the one that lands take three GETs, three
+   * PUTs and two retry periods: the 3 s deadline leaves room for load */
+  kl_leader *a = elector("flaky", "cand-a", &ca, 5, 3, 0.25, false);
   CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
   CHECK_EQ_INT(admin("POST", "{\"action\":\"fail\",\"method\":\"PUT\","
                              "\"path\":\"/apis/coordination.k8s.io/v1/"
@@ -357,16 +387,18 @@ TEST(renewals_failing_past_the_deadline_stop_the_leader) {
  * client-go's context does), not per request: the leader must notice the
  * loss before its lease can expire, or a standby may lead while it still
  * reconciles. Here the GET of each renewal answers just inside the renew
- * deadline and the PUT hangs: per-request timeouts let the leader believe
- * in its lease well past the lease's expiry. */
+ * deadline (3 s) and the PUT hangs: per-request timeouts would let the
+ * leader believe in its lease until about 6 s after its last renewal, well
+ * past the lease's expiry (5 s); bounded as a whole, the loss comes after
+ * about 3 s, which leaves 2 s for a loaded machine's delays. */
 TEST(hung_renewals_end_leadership_before_the_lease_expires) {
   cb ca = {0};
-  kl_leader *a = elector("hung", "cand-a", &ca, 3, 2.5, 0.25, false);
+  kl_leader *a = elector("hung", "cand-a", &ca, 5, 3, 0.25, false);
   CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
   CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"GET\","
                              "\"path\":\"/apis/coordination.k8s.io/v1/"
                              "namespaces/default/leases/hung\","
-                             "\"seconds\":2.4,\"count\":0}"),
+                             "\"seconds\":2.9,\"count\":0}"),
                0);
   CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"PUT\","
                              "\"path\":\"/apis/coordination.k8s.io/v1/"
@@ -380,11 +412,11 @@ TEST(hung_renewals_end_leadership_before_the_lease_expires) {
   char *rt = lease_field("hung", "renewTime");
   CHECK(kl_time_parse(rt, &renewed) == 0);
   free(rt);
-  /* the lease (3 s from its last renewal) had not expired yet */
-  CHECK(wall < renewed + 3);
-  if (wall >= renewed + 3)
+  /* the lease (5 s from its last renewal) had not expired yet */
+  CHECK(wall < renewed + 5);
+  if (wall >= renewed + 5)
     printf("  loss noticed %.2f s after the lease expired\n",
-           wall - renewed - 3);
+           wall - renewed - 5);
   admin("DELETE", NULL);
   kl_leader_free(a);
 }
