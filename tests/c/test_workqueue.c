@@ -113,14 +113,18 @@ TEST(backoff_grows_caps_and_forgets) {
 }
 
 TEST(token_bucket_limits_overall_rate) {
-  kl_wq_opts o = {.base_delay = 0.001, .max_delay = 1, .qps = 1, .burst = 2};
+  /* 0.1 qps: the bucket refills by 0.1 token a second, so the delays
+   * below stay within 1 s of the exact ones unless this thread is held up
+   * for seconds (at 1 qps, 0.1 s of scheduling delay failed them) */
+  kl_wq_opts o = {.base_delay = 0.001, .max_delay = 1, .qps = 0.1,
+                  .burst = 2};
   kl_wq *q = kl_wq_new(&o);
   CHECK(kl_wq_when(q, "a") < 0.01);
   CHECK(kl_wq_when(q, "b") < 0.01);
-  double d = kl_wq_when(q, "c"); /* burst used up: ~1 s at 1 qps */
-  CHECK(d > 0.9 && d <= 1.0);
+  double d = kl_wq_when(q, "c"); /* burst used up: ~10 s at 0.1 qps */
+  CHECK(d > 9 && d <= 10.0);
   d = kl_wq_when(q, "d");
-  CHECK(d > 1.9 && d <= 2.0);
+  CHECK(d > 19 && d <= 20.0);
   kl_wq_free(q);
 }
 
