@@ -188,10 +188,12 @@ static int admin(const char *method, const char *body) {
 }
 
 TEST(full_queue_drops_and_counts) {
-  /* the server answers event POSTs slowly, so the queue (2) fills up */
+  /* the server answers event POSTs slowly, so the queue (2) fills up: 2 s
+   * each, so that the ten records below fit in one POST however loaded
+   * the machine (0.5 s did not always) */
   CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"POST\","
                              "\"path\":\"/api/v1/namespaces/default/events\","
-                             "\"seconds\":0.5,\"count\":0}"),
+                             "\"seconds\":2,\"count\":0}"),
                0);
   kl_events *e = recorder(2);
   int again = 0;
