@@ -309,13 +309,22 @@ check "deleted object is gone" 1 'Error from server (NotFound): configmaps "fin"
   K -n kf get cm fin
 
 # ---- get -w ---------------------------------------------------------------------
-K -n kf get cm -w --request-timeout=5s >"$TMP/watch.out" 2>&1 &
+# The changes are made once kubectl has printed the list (its watch starts
+# from the list's resourceVersion, so none is missed), and the watch is
+# ended once all three arrived: a fixed 1.5 s for kubectl to start, and 5 s
+# for everything, raced a loaded machine.
+K -n kf get cm -w --request-timeout=120s >"$TMP/watch.out" 2>&1 &
 W=$!
-sleep 1.5
+for _ in $(seq 600); do grep -q '^cm3 ' "$TMP/watch.out" 2>/dev/null && break; sleep 0.1; done
 K -n kf create configmap wcm --from-literal=x=1 >/dev/null
 K -n kf patch cm wcm --type merge -p '{"data":{"y":"2"}}' >/dev/null
 K -n kf delete cm wcm --wait=false >/dev/null
-wait $W
+for _ in $(seq 600); do
+  [ "$(grep -c '^wcm ' "$TMP/watch.out" 2>/dev/null)" -ge 3 ] && break
+  sleep 0.1
+done
+kill $W 2>/dev/null
+wait $W 2>/dev/null
 check "get -w prints the list, then each change" 0 "NAME DATA AGE
 cm1 4 0s
 cm3 2 0s

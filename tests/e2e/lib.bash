@@ -32,7 +32,7 @@ free_port() {
 }
 
 # start_serve LOG ARGS...: starts `$KLUA serve ARGS...` (output to LOG, pid
-# in PIDS) and waits up to SERVE_WAIT seconds (default 5) for the URL it
+# in PIDS) and waits up to SERVE_WAIT seconds (default 30) for the URL it
 # prints. Sets SPID and SURL (empty on failure); returns 1 when the server
 # exited or printed no URL in time. (--kubeconfig-out is written before the
 # URL is printed.)
@@ -43,7 +43,7 @@ start_serve() {
   SPID=$!
   PIDS+=($SPID)
   SURL=
-  for _ in $(seq $((${SERVE_WAIT:-5} * 20))); do
+  for _ in $(seq $((${SERVE_WAIT:-30} * 20))); do
     SURL=$(grep -oE 'https?://[0-9.:]+' "$log" 2>/dev/null | head -1)
     [ -n "$SURL" ] && return 0
     kill -0 "$SPID" 2>/dev/null || return 1
