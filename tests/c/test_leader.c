@@ -4,12 +4,12 @@
  * hands over at once; a lease taken by another holder stops the leader; a
  * resourceVersion conflict (409) is a lost race, not leadership. Also
  * MicroTime formatting/parsing and option validation. Waits poll with
- * generous limits; the only upper bounds checked are ones the protocol
- * implies (a released lease is taken long before it would expire). Whether
- * something happened too early is judged by timestamps the electors and the
- * lease record carry, not by sampling state after a sleep, and leases that
- * must not expire are long: TSan on a loaded CI machine stretches every
- * sleep and request by seconds. */
+ * generous limits (30 s); the only upper bounds checked are ones the
+ * protocol implies (a released lease is taken long before it would
+ * expire). Whether something happened too early is judged by timestamps
+ * the electors and the lease record carry, not by sampling state after a
+ * sleep, and leases that must not expire are long: TSan on a loaded CI
+ * machine stretches every sleep and request by seconds. */
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -189,7 +189,7 @@ TEST(exactly_one_of_two_leads) {
    * must not hand the lease over while the test looks (a 2 s lease did) */
   kl_leader *a = elector("one", "cand-a", &ca, 20, 15, 0.25, false);
   kl_leader *b = elector("one", "cand-b", &cbb, 20, 15, 0.25, false);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a) || kl_leader_is_leader(b), 10));
+  CHECK(WAIT_FOR(kl_leader_is_leader(a) || kl_leader_is_leader(b), 30));
   usleep(1500000); /* several retry periods of competition */
   CHECK(kl_leader_is_leader(a) != kl_leader_is_leader(b));
   CHECK_EQ_INT(atomic_load(&ca.started) + atomic_load(&cbb.started), 1);
@@ -213,7 +213,7 @@ TEST(exactly_one_of_two_leads) {
 TEST(dead_leader_is_replaced_after_the_lease_expires) {
   cb ca = {0}, cbb = {0};
   kl_leader *a = elector("crash", "cand-a", &ca, 3, 2, 0.25, true);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
   kl_leader *b = elector("crash", "cand-b", &cbb, 3, 2, 0.25, true);
   usleep(500000);
   CHECK(!kl_leader_is_leader(b));
@@ -225,7 +225,7 @@ TEST(dead_leader_is_replaced_after_the_lease_expires) {
   char *rt = lease_field("crash", "renewTime");
   CHECK_EQ_INT(kl_time_parse(rt, &renewed), 0);
   free(rt);
-  CHECK(WAIT_FOR(kl_leader_is_leader(b), 15));
+  CHECK(WAIT_FOR(kl_leader_is_leader(b), 30));
   /* not before the lease (3 s from a's last renewal) expired: judged by
    * when b started leading, not by sampling is_leader after a sleep */
   double took = atomic_load(&cbb.started_wall_ns) / 1e9;
@@ -244,17 +244,21 @@ TEST(dead_leader_is_replaced_after_the_lease_expires) {
 
 TEST(release_on_stop_hands_over_at_once) {
   cb ca = {0}, cbb = {0};
-  /* a 30 s lease: taking over within 10 s proves the release */
-  kl_leader *a = elector("rel", "cand-a", &ca, 30, 20, 0.25, false);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
-  kl_leader *b = elector("rel", "cand-b", &cbb, 30, 20, 0.25, false);
+  /* a 120 s lease: taking over within 30 s proves the release */
+  kl_leader *a = elector("rel", "cand-a", &ca, 120, 20, 0.25, false);
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
+  kl_leader *b = elector("rel", "cand-b", &cbb, 120, 20, 0.25, false);
   usleep(300000);
   CHECK(!kl_leader_is_leader(b));
   kl_leader_stop(a);
   CHECK_EQ_INT(atomic_load(&ca.stopped), 1);
   CHECK(!kl_leader_is_leader(a));
   CHECK(!kl_leader_lost(a));
-  CHECK(WAIT_FOR(kl_leader_is_leader(b), 10));
+  /* released before stop returned (b may have taken it already) */
+  char *h0 = lease_field("rel", "holderIdentity");
+  CHECK(strcmp(h0, "cand-a") != 0);
+  free(h0);
+  CHECK(WAIT_FOR(kl_leader_is_leader(b), 30));
   CHECK_EQ_INT(atomic_load(&cbb.started), 1);
   char *h = lease_field("rel", "holderIdentity");
   CHECK_EQ_STR(h, "cand-b");
@@ -273,9 +277,9 @@ TEST(release_on_stop_hands_over_at_once) {
 TEST(lease_taken_by_another_holder_stops_the_leader) {
   cb ca = {0};
   kl_leader *a = elector("steal", "cand-a", &ca, 2, 1.5, 0.25, false);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
   CHECK_EQ_INT(put_lease("steal", "intruder", 30), 200);
-  CHECK(WAIT_FOR(atomic_load(&ca.stopped) == 1, 10));
+  CHECK(WAIT_FOR(atomic_load(&ca.stopped) == 1, 30));
   CHECK(!kl_leader_is_leader(a));
   CHECK(kl_leader_lost(a));
   kl_leader_free(a);
@@ -326,10 +330,10 @@ TEST(conflict_is_a_lost_race) {
   kl_log_set_level(KL_LOG_DEBUG); /* the log shows the 409 */
   kl_leader *a = elector("race", "cand-a", &ca, 30, 20, 0.25, false);
   /* a's GET is done, its PUT waits in the server */
-  CHECK(WAIT_FOR(fault_hits() == 1, 10));
+  CHECK(WAIT_FOR(fault_hits() == 1, 30));
   CHECK_EQ_INT(put_lease("race", "winner", 30), 200);
   /* after the 409, a reads the lease again and sees the winner */
-  CHECK(WAIT_FOR(atomic_load(&ca.saw_winner) == 1, 20));
+  CHECK(WAIT_FOR(atomic_load(&ca.saw_winner) == 1, 30));
   CHECK_EQ_INT(atomic_load(&ca.started), 0);
   CHECK(!kl_leader_is_leader(a));
   char *h = lease_field("race", "holderIdentity");
@@ -349,21 +353,22 @@ TEST(conflict_is_a_lost_race) {
 TEST(renewals_failing_past_the_deadline_stop_the_leader) {
   cb ca = {0};
   /* two failed attempts and the one that lands take three GETs, three
-   * PUTs and two retry periods: the 3 s deadline leaves room for load */
-  kl_leader *a = elector("flaky", "cand-a", &ca, 5, 3, 0.25, false);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
+   * PUTs and two retry periods: an 8 s deadline leaves room for load (a
+   * 3 s one did not: attempts took 1.3 s each with TSan on a busy core) */
+  kl_leader *a = elector("flaky", "cand-a", &ca, 10, 8, 0.25, false);
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
   CHECK_EQ_INT(admin("POST", "{\"action\":\"fail\",\"method\":\"PUT\","
                              "\"path\":\"/apis/coordination.k8s.io/v1/"
                              "namespaces/default/leases/flaky\","
                              "\"code\":500,\"count\":2}"),
                0);
-  CHECK(WAIT_FOR(fault_hits() == 2, 10));
+  CHECK(WAIT_FOR(fault_hits() == 2, 30));
   char *before = lease_field("flaky", "renewTime");
   char *after = NULL;
   /* the next renewal after the two failures lands */
   CHECK(WAIT_FOR((free(after), after = lease_field("flaky", "renewTime"),
                   strcmp(after, before) != 0),
-                 10));
+                 30));
   free(before);
   free(after);
   CHECK(kl_leader_is_leader(a));
@@ -376,7 +381,7 @@ TEST(renewals_failing_past_the_deadline_stop_the_leader) {
                              "namespaces/default/leases/flaky\","
                              "\"code\":500,\"count\":0}"),
                0);
-  CHECK(WAIT_FOR(kl_leader_lost(a), 10));
+  CHECK(WAIT_FOR(kl_leader_lost(a), 30));
   CHECK_EQ_INT(atomic_load(&ca.stopped), 1);
   CHECK(!kl_leader_is_leader(a));
   admin("DELETE", NULL);
@@ -394,7 +399,7 @@ TEST(renewals_failing_past_the_deadline_stop_the_leader) {
 TEST(hung_renewals_end_leadership_before_the_lease_expires) {
   cb ca = {0};
   kl_leader *a = elector("hung", "cand-a", &ca, 5, 3, 0.25, false);
-  CHECK(WAIT_FOR(kl_leader_is_leader(a), 10));
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
   CHECK_EQ_INT(admin("POST", "{\"action\":\"delay\",\"method\":\"GET\","
                              "\"path\":\"/apis/coordination.k8s.io/v1/"
                              "namespaces/default/leases/hung\","
@@ -405,8 +410,8 @@ TEST(hung_renewals_end_leadership_before_the_lease_expires) {
                              "namespaces/default/leases/hung\","
                              "\"seconds\":10,\"count\":0}"),
                0);
-  CHECK(WAIT_FOR(kl_leader_lost(a), 20));
-  CHECK(WAIT_FOR(atomic_load(&ca.stopped) == 1, 5));
+  CHECK(WAIT_FOR(kl_leader_lost(a), 30));
+  CHECK(WAIT_FOR(atomic_load(&ca.stopped) == 1, 30));
   /* when the elector itself gave up, not when this thread's poll saw it */
   double wall = atomic_load(&ca.stopped_wall_ns) / 1e9, renewed = 0;
   char *rt = lease_field("hung", "renewTime");
