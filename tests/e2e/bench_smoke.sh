@@ -43,7 +43,7 @@ done
 check "sync and ingest rows carry a ratio and a target" \
   grep -qE '^1 initial sync: .* [0-9.]+x +<= 1\.5x +(met|MISSED)' "$tmp/out.txt"
 check "the Lua on_update hook row is reported against its floor, JIT off and on" \
-  test "$(grep -cE '^2 watch ingest: 150 events over HTTP through a Lua on_update hook \(klua run\), JIT (off|on).* [0-9.]+x +reported' "$tmp/out.txt")" -eq 2
+  test "$(grep -cE '^2 watch ingest: 150 events over HTTP into a Lua on_update hook, JIT (off|on) .* [0-9.]+x +reported' "$tmp/out.txt")" -eq 2
 check "the table points at the JSON" grep -qF "results: $tmp/r.json" "$tmp/out.txt"
 
 /usr/bin/python3 - "$tmp/r.json" >"$tmp/json.txt" 2>&1 <<'PY'
