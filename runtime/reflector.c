@@ -366,6 +366,11 @@ typedef struct wctx {
   kl_status status;  /* of the ERROR event */
   bool decode_error;
   bool sink_synced;  /* the WatchList delivered its initial state */
+  /* batchable events decoded but not yet handed to the sink: gathered
+   * across on_data calls, delivered at the end of each read round
+   * (watch_on_flush) or before the next event that is not batchable */
+  kl_watch_event *pend;
+  size_t npend, cappend;
 } wctx;
 
 static bool initial_events_end(const kl_obj *bm) {
@@ -507,42 +512,45 @@ static bool batchable(const wctx *c, const kl_watch_event *ev) {
  * once per event, and the lock is taken once), anything else through
  * on_event. Order and outcome are unchanged: events before a decoding
  * error are still applied, then the error ends the watch. */
+/* Hands the gathered batchable events to the sink, in order. */
+static void flush_pending(wctx *c) {
+  if (c->npend && !stopping(c->r)) deliver_batch(c, c->pend, c->npend);
+  for (size_t i = 0; i < c->npend; i++) kl_watch_event_clear(&c->pend[i]);
+  c->npend = 0;
+}
+
+/* One push per read round instead of one per HTTP chunk: a real API
+ * server sends each watch event as its own chunk, and waking the
+ * informer's processor once per event costs more than the event. */
 static int watch_on_data(const char *p, size_t n, void *ud) {
   wctx *c = ud;
   kl_watch_decoder_feed(c->dec, p, n);
-  kl_watch_event stack[32], *evs = stack;
-  size_t nev = 0, cap = 32;
-  int drc;
   for (;;) {
-    if (nev == cap) {
-      cap *= 2;
-      if (evs == stack) {
-        evs = kl_malloc(cap * sizeof *evs);
-        memcpy(evs, stack, sizeof stack);
-      } else {
-        evs = kl_realloc(evs, cap * sizeof *evs);
-      }
+    kl_watch_event ev;
+    int drc = kl_watch_decoder_next(c->dec, &ev);
+    if (drc == 0) return 0;
+    if (drc < 0) {
+      flush_pending(c); /* the events before the bad one are good */
+      c->decode_error = true;
+      return drc;
     }
-    drc = kl_watch_decoder_next(c->dec, &evs[nev]);
-    if (drc != 1) break;
-    nev++;
+    if (batchable(c, &ev)) {
+      if (c->npend == c->cappend) {
+        c->cappend = c->cappend ? c->cappend * 2 : 64;
+        c->pend = kl_realloc(c->pend, c->cappend * sizeof *c->pend);
+      }
+      c->pend[c->npend++] = ev;
+      continue;
+    }
+    flush_pending(c); /* what came before goes first */
+    int rc = on_event(c, &ev);
+    kl_watch_event_clear(&ev);
+    if (rc) return rc;
   }
-  int rc = 0;
-  size_t run = 0; /* start of the pending batchable run */
-  for (size_t i = 0; i < nev && !rc; i++) {
-    if (batchable(c, &evs[i])) continue;
-    if (i > run) deliver_batch(c, evs + run, i - run);
-    rc = on_event(c, &evs[i]);
-    run = i + 1;
-  }
-  if (!rc && nev > run) deliver_batch(c, evs + run, nev - run);
-  for (size_t i = 0; i < nev; i++) kl_watch_event_clear(&evs[i]);
-  if (evs != stack) free(evs);
-  if (rc) return rc;
-  if (drc < 0) {
-    c->decode_error = true;
-    return drc;
-  }
+}
+
+static int watch_on_flush(void *ud) {
+  flush_pending(ud);
   return 0;
 }
 
@@ -585,6 +593,7 @@ static int watch_once(kl_reflector *r, bool watch_list) {
       .accept = r->o.metadata_only ? accept_watch_meta : NULL,
       .timeout_s = -1,
       .on_data = watch_on_data,
+      .on_flush = watch_on_flush,
       .ud = &c,
       .stop = &r->stop,
       .idle_timeout_s = r->o.idle_timeout_s,
@@ -598,6 +607,8 @@ static int watch_once(kl_reflector *r, bool watch_list) {
   kl_rest_resp resp;
   kl_rest_error err;
   int rc = kl_rest_do(r->o.rest, &req, &resp, &err);
+  flush_pending(&c); /* a round cut short by an error or the end */
+  free(c.pend);
   double took = kl_now() - t0;
   int out = W_END;
 

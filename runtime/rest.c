@@ -307,8 +307,9 @@ typedef struct xfer {
   CURL *easy;
   const kl_rest_req *req;
   kl_rest_resp *resp;
-  int cb_rc;        /* on_data's abort code */
+  int cb_rc;        /* on_data's or on_flush's abort code */
   long code;        /* status of the final response */
+  bool unflushed;   /* on_data got bytes since the last on_flush */
 } xfer;
 
 #define MAX_ERROR_BODY (1u << 20)
@@ -318,6 +319,7 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
   size_t n = sz * nm;
   if (!x->code) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->code);
   if (x->req->on_data && x->code >= 200 && x->code < 300) {
+    x->unflushed = true;
     int rc = x->req->on_data(p, n, x->req->ud);
     if (rc) {
       x->cb_rc = rc;
@@ -379,7 +381,7 @@ static int perform(kl_rest *c, rconn *r, const kl_rest_req *req,
                    char **msg, bool *broken) {
   CURL *e = r->easy;
   curl_easy_reset(e);
-  xfer x = {e, req, resp, 0, 0};
+  xfer x = {e, req, resp, 0, 0, false};
   char errbuf[CURL_ERROR_SIZE];
   errbuf[0] = '\0';
   const char *method = req->method ? req->method : "GET";
@@ -476,6 +478,15 @@ static int perform(kl_rest *c, rconn *r, const kl_rest_req *req,
       rc = KL_EIO;
       *broken = true;
       break;
+    }
+    if (x.unflushed && !x.cb_rc) { /* what this round read, handed on */
+      x.unflushed = false;
+      int frc = req->on_flush ? req->on_flush(req->ud) : 0;
+      if (frc) {
+        x.cb_rc = frc;
+        res = CURLE_WRITE_ERROR;
+        break;
+      }
     }
     CURLMsg *m;
     int left;

@@ -80,6 +80,13 @@ typedef struct kl_rest_req {
   /* Streaming: with on_data set, a 2xx body goes to on_data and resp->body
    * stays empty (error bodies are still buffered and decoded). */
   kl_rest_data_cb on_data;
+  /* Streaming: called after each round of reading, once every byte libcurl
+   * had ready went to on_data and before waiting for more (one round may
+   * hold many HTTP chunks, e.g. many watch events; a slow stream gives a
+   * round per chunk). A consumer that gathers work across on_data calls
+   * hands it on here. Returns 0, or a code that aborts like on_data's.
+   * May be NULL. */
+  int (*on_flush)(void *ud);
   void *ud;
   /* Set *stop non-zero from any thread to abort: the call returns
    * KL_ECLOSED within about 100 ms, idle connection or not. May be NULL. */

@@ -54,6 +54,8 @@ static atomic_int k_watch_http410;   /* next N watches: HTTP 410 */
 static atomic_int k_watch_500;       /* next N watches: HTTP 500 */
 static atomic_int k_truncate;        /* next N watches: half an event, end */
 static atomic_int k_malformed;       /* next N watches: a malformed line */
+static atomic_int k_tail_malformed;  /* next N watches: 3+ events, then a
+                                        malformed line, in one write */
 static atomic_int k_silent;          /* watches send nothing while set */
 static atomic_int k_expire_continue; /* next N continue requests: 410 */
 static atomic_int k_slow_list;       /* lists trickle out while set */
@@ -81,6 +83,7 @@ static void reset_model(void) {
   atomic_store(&k_watch_500, 0);
   atomic_store(&k_truncate, 0);
   atomic_store(&k_malformed, 0);
+  atomic_store(&k_tail_malformed, 0);
   atomic_store(&k_silent, 0);
   atomic_store(&k_expire_continue, 0);
   atomic_store(&k_slow_list, 0);
@@ -371,6 +374,11 @@ static ssize_t watch_reader(void *cls, uint64_t pos, char *buf, size_t max) {
       if (M.h[mid].rv <= w->pos) lo = mid + 1;
       else hi = mid;
     }
+    if (w->mode == 4 && M.nh - lo < 3) { /* wait for three to batch */
+      pthread_mutex_unlock(&mu);
+      nap_ms(3);
+      continue;
+    }
     int nev = 0;
     for (size_t i = lo; i < M.nh && nev < 20; i++, nev++) {
       hev *e = &M.h[i];
@@ -383,6 +391,10 @@ static ssize_t watch_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     }
     uint64_t cur = M.cur;
     pthread_mutex_unlock(&mu);
+    if (nev && w->mode == 4) {
+      kl_buf_adds(&w->out, "{\"type\":\"MODIFIED\",\"object\":{\"kind\" 1}}\n");
+      w->ended = true;
+    }
     if (nev) continue;
     double now = kl_now();
     int bm = atomic_load(&k_bm_ms);
@@ -444,6 +456,9 @@ static enum MHD_Result serve_watch(struct MHD_Connection *c) {
   } else if (atomic_load(&k_malformed) > 0) {
     atomic_fetch_sub(&k_malformed, 1);
     w->mode = 3;
+  } else if (atomic_load(&k_tail_malformed) > 0) {
+    atomic_fetch_sub(&k_tail_malformed, 1);
+    w->mode = 4;
   }
   struct MHD_Response *r = MHD_create_response_from_callback(
       MHD_SIZE_UNKNOWN, 8192, watch_reader, w, ws_free);
@@ -1123,6 +1138,41 @@ TEST(truncated_and_malformed_lines_rewatch_from_last_good_rv) {
   rec_free(&r);
 }
 
+/* Events sent in one write with a malformed line after them (usually one
+ * read round, where the reflector gathers events before handing them on)
+ * are good: they reach the store, and the next watch starts after the
+ * last of them. */
+TEST(events_before_a_malformed_line_in_one_read_are_applied) {
+  reset_model();
+  for (int i = 0; i < 3; i++) mcreate(i);
+  rec r;
+  rec_init(&r);
+  kl_reflector_opts o = base_opts();
+  kl_reflector *rf = start(&o, &r);
+  WAIT_FOR(atomic_load(&n_watch) == 1);
+  atomic_store(&k_tail_malformed, 1);
+  atomic_fetch_add(&cut_gen, 1); /* the next watch batches, then breaks */
+  WAIT_FOR(atomic_load(&n_watch) >= 2);
+  for (int i = 0; i < 3; i++) mupdate(i);
+  uint64_t good = model_rv();
+  WAIT_FOR(atomic_load(&n_watch) >= 3);
+  WAIT_FOR(rv_is(rf, good));
+  CHECK(rv_is(rf, good));
+  CHECK(store_matches_model(r.store));
+  int nw = log_grep("WATCH", lines, 64);
+  CHECK(nw >= 3);
+  char p[64];
+  snprintf(p, sizeof p, "resourceVersion=%llu", (unsigned long long)good);
+  if (nw >= 3) CHECK(has_param(lines[2], p));
+  CHECK_EQ_INT(log_grep("LIST", lines, 64), 1);
+  kl_reflector_stats st;
+  kl_reflector_stats_get(rf, &st);
+  CHECK_EQ_INT(st.err_decode, 1);
+  CHECK_EQ_INT(st.ev_modified, 3);
+  kl_reflector_free(rf);
+  rec_free(&r);
+}
+
 TEST(silent_connection_is_noticed) {
   reset_model();
   mcreate(1);
@@ -1378,6 +1428,7 @@ int main(void) {
   RUN(streaming_list_refused_falls_back);
   RUN(streaming_list_ignored_falls_back);
   RUN(truncated_and_malformed_lines_rewatch_from_last_good_rv);
+  RUN(events_before_a_malformed_line_in_one_read_are_applied);
   RUN(silent_connection_is_noticed);
   RUN(metadata_only_and_selectors_on_the_wire);
   RUN(stop_is_prompt_during_list_and_idle_watch);

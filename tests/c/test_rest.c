@@ -571,6 +571,66 @@ TEST(streaming_callback_gets_chunks) {
   kl_rest_free(c);
 }
 
+typedef struct flushes {
+  collected col;
+  int n;             /* on_flush calls */
+  size_t seen[16];   /* bytes collected at each */
+  int calls_at[16];  /* on_data calls made before each */
+  int abort_at;      /* abort with KL_EPROTO on this call (1-based); 0 */
+} flushes;
+
+static int collect_f(const char *p, size_t n, void *ud) {
+  return collect(p, n, &((flushes *)ud)->col);
+}
+
+static int on_flush(void *ud) {
+  flushes *f = ud;
+  if (f->n < 16) {
+    f->seen[f->n] = f->col.data.len;
+    f->calls_at[f->n] = f->col.calls;
+  }
+  f->n++;
+  return f->n == f->abort_at ? KL_EPROTO : 0;
+}
+
+TEST(streaming_flush_ends_each_read_round) {
+  kl_rest *c = client_for(plain_url, NULL, NULL, NULL);
+  /* three chunks 20 ms apart (usually separate rounds; a loaded machine
+   * may read them in one): each flush comes after new data, never empty,
+   * the last one after every byte */
+  flushes f = {.col = {KL_BUF_INIT, 0, 0}};
+  kl_rest_req req = {.path = "/stream", .timeout_s = -1, .on_data = collect_f,
+                     .on_flush = on_flush, .ud = &f};
+  kl_rest_resp resp;
+  kl_rest_error e;
+  CHECK_EQ_INT(kl_rest_do(c, &req, &resp, &e), 0);
+  CHECK(f.n >= 1 && f.n <= f.col.calls);
+  for (int i = 0; i < f.n && i < 16; i++) {
+    CHECK(f.calls_at[i] > (i ? f.calls_at[i - 1] : 0));
+    CHECK(f.seen[i] > (i ? f.seen[i - 1] : 0));
+  }
+  if (f.n <= 16) CHECK_EQ_INT(f.seen[f.n - 1], f.col.data.len);
+  size_t total = f.col.data.len;
+  CHECK_EQ_INT(total, strlen(events[0]) + strlen(events[1]) +
+                          strlen(events[2]));
+  kl_buf_free(&f.col.data);
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+
+  /* a flush can abort the stream with its own code: no data after it */
+  flushes g = {.col = {KL_BUF_INIT, 0, 0}, .abort_at = 1};
+  kl_rest_req req2 = {.path = "/stream", .timeout_s = -1,
+                      .on_data = collect_f, .on_flush = on_flush, .ud = &g};
+  CHECK_EQ_INT(kl_rest_do(c, &req2, &resp, &e), KL_EPROTO);
+  CHECK_EQ_INT(g.n, 1);
+  CHECK_EQ_INT(g.col.calls, g.calls_at[0]);
+  CHECK(e.message && strstr(e.message, "stream consumer"));
+  kl_buf_free(&g.col.data);
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+  kl_rest_free(c);
+}
+
 typedef struct stopper {
   atomic_int *flag;
 } stopper;
@@ -980,6 +1040,7 @@ int main(void) {
   RUN(query_and_path_encoding);
   RUN(rate_limiter_accounting);
   RUN(streaming_callback_gets_chunks);
+  RUN(streaming_flush_ends_each_read_round);
   RUN(stop_aborts_an_idle_stream);
   RUN(tls_verification_and_bearer_token);
   RUN(tls_server_name_override);
