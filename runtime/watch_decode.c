@@ -5,7 +5,9 @@
  * concatenated values, so event boundaries are found by scanning: a small
  * resumable state machine (depth, in-string, escape) finds the byte that
  * closes the top-level object in O(n) over all feeds; the complete event is
- * then validated and decoded with the json.h scanner. A raw newline followed
+ * then validated and decoded with the json.h scanner. An event whose bytes
+ * are all buffered when it starts (most of them) skips the framing scan:
+ * decoding it finds its end. A raw newline followed
  * by '{' while an event is still open means that event was cut short (the
  * server never emits raw newlines inside an event; a pretty-printed event's
  * inner lines are indented), so a truncated event is reported when the next
@@ -118,41 +120,43 @@ static void short_str(kl_span s, char *out, size_t cap) {
   kl_buf_free(&b);
 }
 
-/* Decodes one complete event [p, p+n) (it starts with '{' and ends with
- * the '}' that closes it). One validating pass over the envelope: every
- * member is checked, and the "object" member is validated and compacted
- * (managedFields dropped) into d->obj in the same pass, so kl_obj_new
- * takes those bytes as they are. */
-static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
-                        kl_watch_event *ev) {
-  const char *q = p + 1, *end = p + n;
-  kl_span type = {0}, object = {0};
-  bool compacted = false;
+/* One validating pass over the event envelope starting at p ('{') and
+ * closed by a '}' before end: every member is checked, and the "object"
+ * member is validated and compacted (managedFields dropped) into d->obj in
+ * the same pass, so kl_obj_new takes those bytes as they are. Returns 0
+ * and sets *closed past the closing '}', or -1 when [p, end) does not
+ * start with one whole valid envelope (malformed, or not all there yet). */
+static int parse_envelope(kl_watch_decoder *d, const char *p, const char *end,
+                          kl_span *type, kl_span *object, bool *compacted,
+                          const char **closed) {
+  const char *q = p + 1;
+  *type = *object = (kl_span){0};
+  *compacted = false;
   d->obj.len = 0;
   for (bool first = true;; first = false) {
     while (q < end && is_ws(*q)) q++;
     if (first && q < end && *q == '}') break;
     const char *ks = q, *after;
-    if (q >= end || *q != '"' || kl_json_skip(q, end, &after) != 0) goto bad;
+    if (q >= end || *q != '"' || kl_json_skip(q, end, &after) != 0) return -1;
     kl_span key = {ks, (size_t)(after - ks)};
     q = after;
     while (q < end && is_ws(*q)) q++;
-    if (q >= end || *q != ':') goto bad;
+    if (q >= end || *q != ':') return -1;
     q++;
     while (q < end && is_ws(*q)) q++;
-    if (!object.p && kl_json_streq(key, "object")) {
+    if (!object->p && kl_json_streq(key, "object")) {
       if (q < end && *q == '{') {
         if (kl_json_compact_value(q, end, d->opts.drop, &d->obj, &after) != 0)
-          goto bad;
-        compacted = true;
+          return -1;
+        *compacted = true;
       } else if (kl_json_skip(q, end, &after) != 0) {
-        goto bad;
+        return -1;
       }
-      object = (kl_span){q, (size_t)(after - q)};
+      *object = (kl_span){q, (size_t)(after - q)};
     } else {
-      if (kl_json_skip(q, end, &after) != 0) goto bad;
-      if (!type.p && kl_json_streq(key, "type"))
-        type = (kl_span){q, (size_t)(after - q)};
+      if (kl_json_skip(q, end, &after) != 0) return -1;
+      if (!type->p && kl_json_streq(key, "type"))
+        *type = (kl_span){q, (size_t)(after - q)};
     }
     q = after;
     while (q < end && is_ws(*q)) q++;
@@ -161,12 +165,16 @@ static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
       continue;
     }
     if (q < end && *q == '}') break;
-    goto bad;
+    return -1;
   }
-  if (q + 1 != end) {
-  bad:
-    return fail(d, KL_EJSON, "malformed JSON in watch event (%zu bytes)", n);
-  }
+  *closed = q + 1;
+  return 0;
+}
+
+/* The event from a parsed envelope of n bytes into *ev. Returns 1 or an
+ * error. */
+static int finish_event(kl_watch_decoder *d, kl_span type, kl_span object,
+                        bool compacted, size_t n, kl_watch_event *ev) {
   if (!type.p)
     return fail(d, KL_EPROTO, "watch event has no \"type\" (%zu bytes)", n);
   if (kl_json_type(type) != 's')
@@ -217,6 +225,19 @@ static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
   return 1;
 }
 
+/* Decodes one complete event [p, p+n) (it starts with '{' and ends with
+ * the '}' that closes it). */
+static int decode_event(kl_watch_decoder *d, const char *p, size_t n,
+                        kl_watch_event *ev) {
+  kl_span type, object;
+  bool compacted;
+  const char *closed;
+  if (parse_envelope(d, p, p + n, &type, &object, &compacted, &closed) != 0 ||
+      closed != p + n)
+    return fail(d, KL_EJSON, "malformed JSON in watch event (%zu bytes)", n);
+  return finish_event(d, type, object, compacted, n, ev);
+}
+
 int kl_watch_decoder_next(kl_watch_decoder *d, kl_watch_event *ev) {
   memset(ev, 0, sizeof *ev);
   if (d->err) return d->err;
@@ -236,6 +257,25 @@ int kl_watch_decoder_next(kl_watch_decoder *d, kl_watch_event *ev) {
                   "but starts with byte 0x%02x (%s%zu bytes%s)",
                   (unsigned char)b[d->off], nl ? "" : "at least ", linelen,
                   nl ? " up to the next newline" : " buffered");
+    }
+    /* Fast path: most events are all there already, so decode straight
+     * away; the decode finds where the event ends. Only an event not
+     * complete yet (or malformed, or spread over several lines) goes
+     * through the framing scan below, whose verdict stands. */
+    kl_span type, object;
+    bool compacted;
+    const char *at = b + d->off, *closed;
+    if (parse_envelope(d, at, b + len, &type, &object, &compacted,
+                       &closed) == 0 &&
+        !memchr(at, '\n', (size_t)(closed - at))) {
+      size_t n = (size_t)(closed - at);
+      if (n > d->max_event)
+        return fail(d, KL_EPROTO, "watch event of %zu bytes exceeds the "
+                    "%zu-byte limit", n, d->max_event);
+      d->off += n;
+      int rc = finish_event(d, type, object, compacted, n, ev);
+      if (rc < 0) memset(ev, 0, sizeof *ev);
+      return rc;
     }
     d->in_event = true;
     d->ev_start = d->off;
