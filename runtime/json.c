@@ -323,6 +323,12 @@ int kl_json_compact_value(const char *p, const char *end,
   return compact_value(p, end, drop, out, after, NULL);
 }
 
+int kl_json_compact_value_capture(const char *p, const char *end,
+                                  const char *const *drop, kl_buf *out,
+                                  const char **after, kl_json_capture *cap) {
+  return compact_value(p, end, drop, out, after, cap);
+}
+
 int kl_json_compact(const char *p, size_t n, const char *const *drop,
                     kl_buf *out) {
   return kl_json_compact_capture(p, n, drop, out, NULL);

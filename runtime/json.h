@@ -60,6 +60,12 @@ int kl_json_compact_value(const char *p, const char *end,
                           const char *const *drop, kl_buf *out,
                           const char **after);
 
+/* kl_json_compact_value, also filling cap (NULL: none) as
+ * kl_json_compact_capture does. */
+int kl_json_compact_value_capture(const char *p, const char *end,
+                                  const char *const *drop, kl_buf *out,
+                                  const char **after, kl_json_capture *cap);
+
 /* Skips one value of JSON already known to be valid (e.g. a kl_obj's bytes)
  * without checking it; returns the byte after it. On invalid input it still
  * never reads outside [p, end) and always moves forward (the result is then

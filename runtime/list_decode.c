@@ -316,6 +316,30 @@ static int flush_held(kl_list_decoder *d) {
   return 0;
 }
 
+/* Fast path for an item that starts at pos: when its bytes are all
+ * buffered (most items), decoding it finds its end, so the framing scan
+ * is skipped. Returns 1 when the item was queued; 0 when it must go the
+ * framed way: not complete yet, held (kind unknown so far), over the size
+ * limit or bad (the framed path then reports it as before). */
+static int fast_item(kl_list_decoder *d) {
+  if (d->nheld > 0 || !inject_known(d) || d->data[d->pos] != '{') return 0;
+  kl_obj_opts o = d->opts;
+  o.api_version = d->api_version[0] ? d->api_version : d->opt_api;
+  o.kind = d->item_kind[0] ? d->item_kind : d->opt_kind;
+  const char *p = d->data + d->pos, *after = NULL;
+  kl_obj *obj = NULL;
+  if (kl_obj_new_prefix(p, d->len - d->pos, &o, &obj, NULL, &after) != 0)
+    return 0;
+  if ((size_t)(after - p) > d->max_item) {
+    kl_obj_unref(obj);
+    return 0;
+  }
+  d->nitems++;
+  d->pos += (size_t)(after - p);
+  push_ready(d, obj);
+  return 1;
+}
+
 /* A complete item [p, p+n): create it now, or hold it until the list's
  * kind is known. Returns 1 when an item was queued, 0 when held, or error. */
 static int on_item(kl_list_decoder *d, const char *p, size_t n) {
@@ -499,6 +523,10 @@ static int advance(kl_list_decoder *d) {
       d->st = S_ITEM;
       /* fall through */
     case S_ITEM:
+      if (!d->in_value && fast_item(d)) {
+        d->st = S_AFTER_ITEM;
+        return 1;
+      }
       if ((rc = scan_value(d, &vs, &ve)) <= 0) return rc;
       d->st = S_AFTER_ITEM;
       if ((rc = on_item(d, b + vs, ve - vs)) != 0) return rc;

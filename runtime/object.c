@@ -133,8 +133,25 @@ static void put_str(char *dst, kl_span s, size_t len) {
   }
 }
 
+static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
+                   kl_obj **out, char **err, const char **after);
+
 int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
                kl_obj **out, char **err) {
+  return obj_new(json, n, opts, out, err, NULL);
+}
+
+int kl_obj_new_prefix(const char *json, size_t n, const kl_obj_opts *opts,
+                      kl_obj **out, char **err, const char **after) {
+  kl_obj_opts o = opts ? *opts : (kl_obj_opts){0};
+  o.compacted = false;
+  return obj_new(json, n, &o, out, err, after);
+}
+
+/* after: NULL, the value fills [json, json+n) (whitespace around it
+ * aside); else it may end earlier and *after is set past it. */
+static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
+                   kl_obj **out, char **err, const char **after) {
   static const kl_obj_opts none = {0};
   if (!opts) opts = &none;
   *out = NULL;
@@ -147,7 +164,11 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
   kl_json_capture tops = {.keys = {"metadata", "apiVersion", "kind"}};
   bool captured = false;
   if (!opts->compacted) {
-    if (kl_json_compact_capture(json, n, opts->drop, &b, &tops) != 0) {
+    int crc = after ? kl_json_compact_value_capture(json, json + n,
+                                                    opts->drop, &b, after,
+                                                    &tops)
+                    : kl_json_compact_capture(json, n, opts->drop, &b, &tops);
+    if (crc != 0) {
       kl_buf_free(&b);
       return fail(err, KL_EJSON, "malformed JSON object");
     }

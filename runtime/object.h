@@ -45,6 +45,14 @@ extern const char *const kl_obj_default_drop[];
 int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
                kl_obj **out, char **err);
 
+/* Like kl_obj_new for the object value starting at json (leading
+ * whitespace allowed) and ending anywhere before json + n: sets *after
+ * just past it. For a stream decoder that has not framed the value yet:
+ * KL_EJSON may also mean the value is not complete before json + n.
+ * opts->compacted is ignored (the bytes are always validated). */
+int kl_obj_new_prefix(const char *json, size_t n, const kl_obj_opts *opts,
+                      kl_obj **out, char **err, const char **after);
+
 /* Returns obj with one more reference (NULL-safe). */
 kl_obj *kl_obj_ref(kl_obj *obj);
 /* Drops a reference; frees on the last one (NULL-safe). */
