@@ -157,6 +157,43 @@ TEST(obj_new_reads_metadata_under_an_escaped_top_level_key) {
   }
 }
 
+TEST(obj_new_prefix_finds_the_end_or_reports_incomplete) {
+  const char *s = " {\"metadata\":{\"name\":\"a\",\"managedFields\":[1]},"
+                  "\"data\":{\"k\":\"v\"}} , {\"metadata\":";
+  kl_obj_opts o = {.drop = kl_obj_default_drop, .kind = "ConfigMap",
+                   .api_version = "v1", .compacted = true /* ignored */};
+  kl_obj *obj = NULL;
+  const char *after = NULL;
+  CHECK_EQ_INT(kl_obj_new_prefix(s, strlen(s), &o, &obj, NULL, &after), 0);
+  CHECK(after == strstr(s, "} ,") + 1);
+  if (obj) {
+    CHECK_EQ_STR(kl_obj_json(obj, NULL),
+                 "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+                 "{\"name\":\"a\"},\"data\":{\"k\":\"v\"}}");
+    kl_obj_unref(obj);
+  }
+  /* every cut before the closing brace is not an object (yet) */
+  size_t end = (size_t)(after - s);
+  int ok = 0;
+  for (size_t n = 0; n < end; n++) {
+    obj = NULL;
+    if (kl_obj_new_prefix(s, n, &o, &obj, NULL, &after) == 0) ok++;
+    kl_obj_unref(obj);
+  }
+  CHECK_EQ_INT(ok, 0);
+  /* what follows the value is not looked at; a bad value still fails */
+  const char *t = "{\"metadata\":{\"name\":\"b\"}}garbage";
+  CHECK_EQ_INT(kl_obj_new_prefix(t, strlen(t), &o, &obj, NULL, &after), 0);
+  CHECK_EQ_STR(after, "garbage");
+  kl_obj_unref(obj);
+  char *err = NULL;
+  const char *u = "{\"metadata\":{\"name\":\"b\",}}";
+  CHECK_EQ_INT(kl_obj_new_prefix(u, strlen(u), &o, &obj, &err, &after),
+               KL_EJSON);
+  CHECK(err != NULL);
+  free(err);
+}
+
 TEST(plain_run_finds_every_special_byte_at_every_offset) {
   /* offsets span the 16-byte vector blocks, the 8-byte words and the
    * byte tail; the first special byte wins, a special past end is unseen */
@@ -298,6 +335,7 @@ int main(void) {
   RUN(compact_value_reports_its_end);
   RUN(compact_capture_notes_top_level_members_in_the_output);
   RUN(obj_new_reads_metadata_under_an_escaped_top_level_key);
+  RUN(obj_new_prefix_finds_the_end_or_reports_incomplete);
   RUN(plain_run_finds_every_special_byte_at_every_offset);
   RUN(skip_valid_skips_values_and_stays_in_bounds);
   RUN(obj_new_compacted_input_gives_the_same_object);
