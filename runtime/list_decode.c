@@ -33,6 +33,7 @@ enum { K_OTHER, K_ITEMS, K_KIND, K_APIVERSION, K_METADATA };
 
 struct kl_list_decoder {
   kl_buf buf;        /* streaming: the unconsumed bytes */
+  kl_buf scratch;    /* fast_item's compaction buffer, reused */
   const char *data;  /* the bytes being parsed: buf.data or borrowed */
   size_t len;
   bool borrowed;
@@ -118,6 +119,7 @@ void kl_list_decoder_free(kl_list_decoder *d) {
   free(d->ready);
   free(d->held);
   kl_buf_free(&d->buf);
+  kl_buf_free(&d->scratch);
   free(d->opt_api);
   free(d->opt_kind);
   free(d->api_version);
@@ -321,6 +323,8 @@ static int flush_held(kl_list_decoder *d) {
  * is skipped. Returns 1 when the item was queued; 0 when it must go the
  * framed way: not complete yet, held (kind unknown so far), over the size
  * limit or bad (the framed path then reports it as before). */
+enum { FAST_WINDOW = 1 << 20 };
+
 static int fast_item(kl_list_decoder *d) {
   if (d->nheld > 0 || !inject_known(d) || d->data[d->pos] != '{') return 0;
   kl_obj_opts o = d->opts;
@@ -328,7 +332,11 @@ static int fast_item(kl_list_decoder *d) {
   o.kind = d->item_kind[0] ? d->item_kind : d->opt_kind;
   const char *p = d->data + d->pos, *after = NULL;
   kl_obj *obj = NULL;
-  if (kl_obj_new_prefix(p, d->len - d->pos, &o, &obj, NULL, &after) != 0)
+  /* the window bounds the scratch buffer (sized to it); a bigger item
+   * takes the framed path */
+  size_t window = d->len - d->pos;
+  if (window > FAST_WINDOW) window = FAST_WINDOW;
+  if (kl_obj_new_prefix(p, window, &o, &obj, NULL, &after, &d->scratch) != 0)
     return 0;
   if ((size_t)(after - p) > d->max_item) {
     kl_obj_unref(obj);

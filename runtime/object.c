@@ -134,24 +134,29 @@ static void put_str(char *dst, kl_span s, size_t len) {
 }
 
 static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
-                   kl_obj **out, char **err, const char **after);
+                   kl_obj **out, char **err, const char **after,
+                   kl_buf *scratch);
+
 
 int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
                kl_obj **out, char **err) {
-  return obj_new(json, n, opts, out, err, NULL);
+  return obj_new(json, n, opts, out, err, NULL, NULL);
 }
 
 int kl_obj_new_prefix(const char *json, size_t n, const kl_obj_opts *opts,
-                      kl_obj **out, char **err, const char **after) {
+                      kl_obj **out, char **err, const char **after,
+                      kl_buf *scratch) {
   kl_obj_opts o = opts ? *opts : (kl_obj_opts){0};
   o.compacted = false;
-  return obj_new(json, n, &o, out, err, after);
+  return obj_new(json, n, &o, out, err, after, scratch);
 }
 
 /* after: NULL, the value fills [json, json+n) (whitespace around it
- * aside); else it may end earlier and *after is set past it. */
+ * aside); else it may end earlier and *after is set past it. scratch:
+ * where the compacted bytes are built (reused by the caller), or NULL. */
 static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
-                   kl_obj **out, char **err, const char **after) {
+                   kl_obj **out, char **err, const char **after,
+                   kl_buf *scratch) {
   static const kl_obj_opts none = {0};
   if (!opts) opts = &none;
   *out = NULL;
@@ -159,31 +164,32 @@ static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
 
   /* The compact JSON: the caller's bytes when it already compacted them,
    * else one validating, compacting pass into a scratch buffer. */
-  kl_buf b = KL_BUF_INIT;
+  kl_buf local = KL_BUF_INIT, *bp = scratch ? scratch : &local;
+  bp->len = 0;
   kl_span top = {json, n};
   kl_json_capture tops = {.keys = {"metadata", "apiVersion", "kind"}};
   bool captured = false;
   if (!opts->compacted) {
     int crc = after ? kl_json_compact_value_capture(json, json + n,
-                                                    opts->drop, &b, after,
+                                                    opts->drop, bp, after,
                                                     &tops)
-                    : kl_json_compact_capture(json, n, opts->drop, &b, &tops);
+                    : kl_json_compact_capture(json, n, opts->drop, bp, &tops);
     if (crc != 0) {
-      kl_buf_free(&b);
+      kl_buf_free(&local);
       return fail(err, KL_EJSON, "malformed JSON object");
     }
-    top = (kl_span){b.data, b.len};
+    top = (kl_span){bp->data, bp->len};
     captured = !tops.escaped;
   }
   if (kl_json_type(top) != 'o' || top.n < 2) {
-    kl_buf_free(&b);
+    kl_buf_free(&local);
     return fail(err, KL_EINVAL, "object is not a JSON object");
   }
   kl_span apiv = {0}, kind = {0}, m[M_N] = {{0}};
   const char *why = NULL;
   if (scan_meta(top, opts->api_version != NULL, opts->kind != NULL,
                 captured ? &tops : NULL, &apiv, &kind, m, &why) != 0) {
-    kl_buf_free(&b);
+    kl_buf_free(&local);
     return fail(err, KL_EINVAL, why);
   }
   /* Items of typed lists lack apiVersion/kind: put them in front. */
@@ -205,7 +211,7 @@ static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
   for (int i = 0; i < M_N; i++) {
     long l = str_len(m[i]);
     if (l < 0) {
-      kl_buf_free(&b);
+      kl_buf_free(&local);
       kl_buf_free(&pre);
       return fail(err, KL_EINVAL,
                   "metadata.name, namespace, resourceVersion or uid is not a "
@@ -235,7 +241,7 @@ static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
     at[i] = (uint32_t)off;
     off += len[i] + 1;
   }
-  kl_buf_free(&b);
+  kl_buf_free(&local);
   if (d[at[M_NAME]] == '\0' && !opts->allow_unnamed) {
     free(o);
     return fail(err, KL_EINVAL, "object has no metadata.name");

@@ -49,9 +49,12 @@ int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
  * whitespace allowed) and ending anywhere before json + n: sets *after
  * just past it. For a stream decoder that has not framed the value yet:
  * KL_EJSON may also mean the value is not complete before json + n.
- * opts->compacted is ignored (the bytes are always validated). */
+ * opts->compacted is ignored (the bytes are always validated). scratch:
+ * NULL, or a buffer the caller keeps for the next call (the compacted
+ * bytes are built there; it is sized to n, so keep n bounded). */
 int kl_obj_new_prefix(const char *json, size_t n, const kl_obj_opts *opts,
-                      kl_obj **out, char **err, const char **after);
+                      kl_obj **out, char **err, const char **after,
+                      kl_buf *scratch);
 
 /* Returns obj with one more reference (NULL-safe). */
 kl_obj *kl_obj_ref(kl_obj *obj);

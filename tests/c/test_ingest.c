@@ -164,7 +164,8 @@ TEST(obj_new_prefix_finds_the_end_or_reports_incomplete) {
                    .api_version = "v1", .compacted = true /* ignored */};
   kl_obj *obj = NULL;
   const char *after = NULL;
-  CHECK_EQ_INT(kl_obj_new_prefix(s, strlen(s), &o, &obj, NULL, &after), 0);
+  CHECK_EQ_INT(kl_obj_new_prefix(s, strlen(s), &o, &obj, NULL, &after, NULL),
+               0);
   CHECK(after == strstr(s, "} ,") + 1);
   if (obj) {
     CHECK_EQ_STR(kl_obj_json(obj, NULL),
@@ -177,21 +178,31 @@ TEST(obj_new_prefix_finds_the_end_or_reports_incomplete) {
   int ok = 0;
   for (size_t n = 0; n < end; n++) {
     obj = NULL;
-    if (kl_obj_new_prefix(s, n, &o, &obj, NULL, &after) == 0) ok++;
+    if (kl_obj_new_prefix(s, n, &o, &obj, NULL, &after, NULL) == 0) ok++;
     kl_obj_unref(obj);
   }
   CHECK_EQ_INT(ok, 0);
   /* what follows the value is not looked at; a bad value still fails */
   const char *t = "{\"metadata\":{\"name\":\"b\"}}garbage";
-  CHECK_EQ_INT(kl_obj_new_prefix(t, strlen(t), &o, &obj, NULL, &after), 0);
+  kl_buf scratch = KL_BUF_INIT; /* a reused scratch buffer gives the same */
+  CHECK_EQ_INT(kl_obj_new_prefix(t, strlen(t), &o, &obj, NULL, &after,
+                                 &scratch),
+               0);
   CHECK_EQ_STR(after, "garbage");
   kl_obj_unref(obj);
   char *err = NULL;
   const char *u = "{\"metadata\":{\"name\":\"b\",}}";
-  CHECK_EQ_INT(kl_obj_new_prefix(u, strlen(u), &o, &obj, &err, &after),
+  CHECK_EQ_INT(kl_obj_new_prefix(u, strlen(u), &o, &obj, &err, &after,
+                                 &scratch),
                KL_EJSON);
   CHECK(err != NULL);
   free(err);
+  CHECK_EQ_INT(kl_obj_new_prefix(s, strlen(s), &o, &obj, NULL, &after,
+                                 &scratch),
+               0);
+  if (obj) CHECK_EQ_STR(kl_obj_name(obj), "a");
+  kl_obj_unref(obj);
+  kl_buf_free(&scratch);
 }
 
 TEST(plain_run_finds_every_special_byte_at_every_offset) {

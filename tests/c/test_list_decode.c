@@ -405,6 +405,44 @@ TEST(item_size_limit_and_reset) {
   kl_list_decoder_free(d);
 }
 
+/* Items bigger than the fast path's 1 MiB window still decode (framed),
+ * between small ones, whole and streamed in 64 KiB feeds. */
+TEST(items_over_the_fast_window) {
+  kl_buf b = KL_BUF_INIT;
+  kl_buf_adds(&b, "{\"kind\":\"ConfigMapList\",\"apiVersion\":\"v1\","
+                  "\"items\":[{\"metadata\":{\"name\":\"s1\"}},"
+                  "{\"metadata\":{\"name\":\"big\"},\"data\":{\"k\":\"");
+  for (int i = 0; i < (3 << 20) / 8; i++) kl_buf_adds(&b, "abc\\ndef");
+  kl_buf_adds(&b, "\"}},{\"metadata\":{\"name\":\"s2\"}}]}");
+  kl_list l;
+  char *err = NULL;
+  CHECK_EQ_INT(kl_list_decode(b.data, b.len, &OPTS, &l, &err), 0);
+  CHECK_EQ_INT(l.nitems, 3);
+  if (l.nitems == 3) {
+    CHECK_EQ_STR(kl_obj_name(l.items[1]), "big");
+    size_t n;
+    kl_obj_json(l.items[1], &n);
+    CHECK(n > (size_t)3 << 20);
+    CHECK_EQ_STR(kl_obj_name(l.items[2]), "s2");
+  }
+  kl_list_free(&l);
+  free(err);
+  kl_list_decoder *d = kl_list_decoder_new(&OPTS, 0);
+  int got = 0, rc = 0;
+  for (size_t at = 0; at < b.len && rc >= 0; at += 65536) {
+    kl_list_decoder_feed(d, b.data + at, b.len - at < 65536 ? b.len - at
+                                                            : 65536);
+    kl_obj *o;
+    while ((rc = kl_list_decoder_next(d, &o)) == 1) got++, kl_obj_unref(o);
+  }
+  CHECK_EQ_INT(kl_list_decoder_finish(d), 0);
+  kl_obj *o;
+  while (kl_list_decoder_next(d, &o) == 1) got++, kl_obj_unref(o);
+  CHECK_EQ_INT(got, 3);
+  kl_list_decoder_free(d);
+  kl_buf_free(&b);
+}
+
 int main(void) {
   RUN(captured_lists_whole);
   RUN(captured_lists_streamed);
@@ -413,5 +451,6 @@ int main(void) {
   RUN(empty_and_null_items);
   RUN(malformed_bodies);
   RUN(item_size_limit_and_reset);
+  RUN(items_over_the_fast_window);
   return ctest_summary();
 }
