@@ -1,6 +1,7 @@
 /* bench.h: shared helpers of klua's benchmark programs (the bench/ C files, driven by
  * scripts/bench): clocks, resident memory, deterministic generators of
- * realistic ConfigMaps and Pods, a REST client from a kubeconfig file, and
+ * realistic ConfigMaps and Pods, a REST client from a kubeconfig file, the
+ * watch-event capture and cJSON floor shared by the watch rows, and
  * result rows printed as one JSON object per line on stdout.
  * Benchmarks are not tests: nothing here asserts speed.
  * Thread-safety: the generators and clocks are reentrant; emit() is not. */
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <cjson/cJSON.h>
 
 #include "kl.h"
 #include "kubeconfig.h"
@@ -274,6 +277,69 @@ static inline long bench_argl(int argc, char **argv, const char *name,
                               long def) {
   const char *v = bench_arg(argc, argv, name, NULL);
   return v ? strtol(v, NULL, 10) : def;
+}
+
+
+/* The first `want` event lines of a watch, captured as the floor's input. */
+typedef struct bench_capture {
+  kl_buf b;
+  long want, got;
+} bench_capture;
+
+static inline int bench_capture_data(const char *p, size_t n, void *ud) {
+  bench_capture *c = ud;
+  for (size_t i = 0; i < n; i++)
+    if (p[i] == '\n' && ++c->got >= c->want) {
+      kl_buf_add(&c->b, p, i + 1);
+      return KL_ECLOSED;
+    }
+  kl_buf_add(&c->b, p, n);
+  return 0;
+}
+
+/* Captures `events` event lines of a watch on path from resourceVersion
+ * `from` (history replay) into cap; returns the seconds it took. */
+static inline double bench_capture_watch(kl_rest *c, const char *path,
+                                         const char *from, long events,
+                                         bench_capture *cap) {
+  cap->want = events;
+  kl_buf q = KL_BUF_INIT;
+  kl_rest_query_add(&q, "watch", "1");
+  kl_rest_query_add(&q, "resourceVersion", from);
+  kl_rest_query_add(&q, "timeoutSeconds", "600");
+  kl_rest_req rq = {.path = path, .query = q.data,
+                    .on_data = bench_capture_data, .ud = cap,
+                    .no_retry = true, .timeout_s = -1, .idle_timeout_s = 30};
+  kl_rest_resp resp = {0};
+  kl_rest_error e = {0};
+  double t0 = bench_now();
+  int rc = kl_rest_do(c, &rq, &resp, &e);
+  double secs = bench_now() - t0;
+  if (rc != KL_ECLOSED || cap->got < events)
+    bench_die("watch capture: got %ld of %ld events (%s)", cap->got, events,
+              e.message ? e.message : kl_strerror(rc));
+  kl_rest_resp_free(&resp);
+  kl_rest_error_free(&e);
+  kl_buf_free(&q);
+  return secs;
+}
+
+/* The watch floor, once: cJSON parse (+ delete) of every event line in b;
+ * wall and thread CPU seconds into *wall and *cpu. */
+static inline void bench_floor_watch(const kl_buf *b, double *wall,
+                                     double *cpu) {
+  double w0 = bench_now(), c0 = bench_cpu();
+  const char *p = b->data, *end = b->data + b->len;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) nl = end;
+    cJSON *ev = cJSON_ParseWithLength(p, (size_t)(nl - p));
+    if (!ev) bench_die("cJSON could not parse a watch event");
+    cJSON_Delete(ev);
+    p = nl + 1;
+  }
+  *wall = bench_now() - w0;
+  *cpu = bench_cpu() - c0;
 }
 
 #endif

@@ -253,57 +253,10 @@ static void mem_cjson(const pages *p, const char *res) {
 
 /* ---- watch ---- */
 
-typedef struct capture {
-  kl_buf b;
-  long want, got;
-} capture;
-
-static int capture_data(const char *p, size_t n, void *ud) {
-  capture *c = ud;
-  for (size_t i = 0; i < n; i++)
-    if (p[i] == '\n' && ++c->got >= c->want) {
-      kl_buf_add(&c->b, p, i + 1);
-      return KL_ECLOSED;
-    }
-  kl_buf_add(&c->b, p, n);
-  return 0;
-}
-
-static void capture_watch(kl_rest *c, const char *res, const char *from,
-                          long events, capture *cap, double *secs) {
-  cap->want = events;
-  kl_buf q = KL_BUF_INIT;
-  kl_rest_query_add(&q, "watch", "1");
-  kl_rest_query_add(&q, "resourceVersion", from);
-  kl_rest_query_add(&q, "timeoutSeconds", "600");
-  kl_rest_req rq = {.path = res_path(res), .query = q.data,
-                    .on_data = capture_data, .ud = cap, .no_retry = true,
-                    .timeout_s = -1, .idle_timeout_s = 30};
-  kl_rest_resp resp = {0};
-  kl_rest_error e = {0};
-  double t0 = bench_now();
-  int rc = kl_rest_do(c, &rq, &resp, &e);
-  *secs = bench_now() - t0;
-  if (rc != KL_ECLOSED || cap->got < events)
-    bench_die("watch capture: got %ld of %ld events (%s)", cap->got, events,
-              e.message ? e.message : kl_strerror(rc));
-  kl_rest_resp_free(&resp);
-  kl_rest_error_free(&e);
-  kl_buf_free(&q);
-}
-
 static void run_floor_watch(const kl_buf *b, timing *t) {
-  double w0 = bench_now(), c0 = bench_cpu();
-  const char *p = b->data, *end = b->data + b->len;
-  while (p < end) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    if (!nl) nl = end;
-    cJSON *ev = cJSON_ParseWithLength(p, (size_t)(nl - p));
-    if (!ev) bench_die("cJSON could not parse a watch event");
-    cJSON_Delete(ev);
-    p = nl + 1;
-  }
-  best_of(t, bench_now() - w0, bench_cpu() - c0);
+  double w, c;
+  bench_floor_watch(b, &w, &c);
+  best_of(t, w, c);
 }
 
 static long run_klua_watch(const kl_buf *b, const char *res, kl_store *s,
@@ -385,9 +338,8 @@ static int cmd_ingest(int argc, char **argv) {
            fl, kl);
 
   if (from && wevents > 0) {
-    capture cap = {.b = KL_BUF_INIT};
-    double secs;
-    capture_watch(c, res, from, wevents, &cap, &secs);
+    bench_capture cap = {.b = KL_BUF_INIT};
+    bench_capture_watch(c, res_path(res), from, wevents, &cap);
     timing wf = {0}, wk = {0};
     long n = 0;
     for (int k = 0; k < reps; k++) {
@@ -624,9 +576,8 @@ static int cmd_sync(int argc, char **argv) {
   row_end(&r);
 
   if (wevents > 0) {
-    capture cap = {.b = KL_BUF_INIT};
-    double secs;
-    capture_watch(c, res, rv ? rv : "0", (long)got, &cap, &secs);
+    bench_capture cap = {.b = KL_BUF_INIT};
+    bench_capture_watch(c, res_path(res), rv ? rv : "0", (long)got, &cap);
     timing wf = {0};
     for (int k = 0; k < reps; k++) run_floor_watch(&cap.b, &wf);
     row_begin(&r, "sync_watch");

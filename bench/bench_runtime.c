@@ -241,62 +241,13 @@ static void write_hook_script(const char *path, long n) {
   fclose(f);
 }
 
-/* The floor's input: the first n event lines of a watch from rv (history
- * replay), as bench_ingest captures them. */
-typedef struct capture {
-  kl_buf b;
-  long want, got;
-} capture;
-
-static int capture_data(const char *p, size_t n, void *ud) {
-  capture *c = ud;
-  for (size_t i = 0; i < n; i++)
-    if (p[i] == '\n' && ++c->got >= c->want) {
-      kl_buf_add(&c->b, p, i + 1);
-      return KL_ECLOSED;
-    }
-  kl_buf_add(&c->b, p, n);
-  return 0;
-}
-
-static void capture_watch(kl_rest *c, const char *from, long events,
-                          capture *cap) {
-  cap->want = events;
-  kl_buf q = KL_BUF_INIT;
-  kl_rest_query_add(&q, "watch", "1");
-  kl_rest_query_add(&q, "resourceVersion", from);
-  kl_rest_query_add(&q, "timeoutSeconds", "600");
-  kl_rest_req rq = {.path = "/api/v1/configmaps", .query = q.data,
-                    .on_data = capture_data, .ud = cap, .no_retry = true,
-                    .timeout_s = -1, .idle_timeout_s = 30};
-  kl_rest_resp resp = {0};
-  kl_rest_error e = {0};
-  int rc = kl_rest_do(c, &rq, &resp, &e);
-  if (rc != KL_ECLOSED || cap->got < events)
-    bench_die("watch capture: got %ld of %ld events (%s)", cap->got, events,
-              e.message ? e.message : kl_strerror(rc));
-  kl_rest_resp_free(&resp);
-  kl_rest_error_free(&e);
-  kl_buf_free(&q);
-}
-
-/* cJSON parse (+ delete) of every event line: best of reps, wall and
- * thread CPU seconds. */
+/* cJSON parse (+ delete) of every event line: best of reps. */
 static void floor_watch(const kl_buf *b, int reps, double *wall,
                         double *cpu) {
   *wall = *cpu = 0;
   for (int k = 0; k < reps; k++) {
-    double w0 = bench_now(), c0 = bench_cpu();
-    const char *p = b->data, *end = b->data + b->len;
-    while (p < end) {
-      const char *nl = memchr(p, '\n', (size_t)(end - p));
-      if (!nl) nl = end;
-      cJSON *ev = cJSON_ParseWithLength(p, (size_t)(nl - p));
-      if (!ev) bench_die("cJSON could not parse a watch event");
-      cJSON_Delete(ev);
-      p = nl + 1;
-    }
-    double w = bench_now() - w0, c = bench_cpu() - c0;
+    double w, c;
+    bench_floor_watch(b, &w, &c);
     if (!*wall || w < *wall) *wall = w;
     if (!*cpu || c < *cpu) *cpu = c;
   }
@@ -358,8 +309,8 @@ static void hook_run(kl_rest *rest, kl_discovery *disc, const char *script,
   /* process CPU from the hook's first event to its last: the idle second
    * before the held watch is retried is not counted */
   if (all) wcpu = hook_shared[HK_PCPU_LAST] - hook_shared[HK_PCPU_FIRST];
-  capture cap = {.b = KL_BUF_INIT};
-  capture_watch(rest, rv, events, &cap);
+  bench_capture cap = {.b = KL_BUF_INIT};
+  bench_capture_watch(rest, "/api/v1/configmaps", rv, events, &cap);
   double fw, fc;
   floor_watch(&cap.b, reps, &fw, &fc);
 
