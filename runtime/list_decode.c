@@ -284,11 +284,18 @@ static bool inject_known(const kl_list_decoder *d) {
   return (d->seen_kind || d->opt_kind) && (d->seen_api || d->opt_api);
 }
 
-/* Creates the kl_obj of item idx from raw JSON and queues it. */
-static int make_item(kl_list_decoder *d, const char *p, size_t n, size_t idx) {
+/* The options items are created with: the list's item kind and
+ * apiVersion, else the caller's. */
+static kl_obj_opts item_opts(const kl_list_decoder *d) {
   kl_obj_opts o = d->opts;
   o.api_version = d->api_version[0] ? d->api_version : d->opt_api;
   o.kind = d->item_kind[0] ? d->item_kind : d->opt_kind;
+  return o;
+}
+
+/* Creates the kl_obj of item idx from raw JSON and queues it. */
+static int make_item(kl_list_decoder *d, const char *p, size_t n, size_t idx) {
+  kl_obj_opts o = item_opts(d);
   kl_obj *obj = NULL;
   char *e = NULL;
   int rc = kl_obj_new(p, n, &o, &obj, &e);
@@ -318,18 +325,16 @@ static int flush_held(kl_list_decoder *d) {
   return 0;
 }
 
+enum { FAST_WINDOW = 1 << 20 }; /* how far fast_item looks ahead */
+
 /* Fast path for an item that starts at pos: when its bytes are all
  * buffered (most items), decoding it finds its end, so the framing scan
  * is skipped. Returns 1 when the item was queued; 0 when it must go the
  * framed way: not complete yet, held (kind unknown so far), over the size
  * limit or bad (the framed path then reports it as before). */
-enum { FAST_WINDOW = 1 << 20 };
-
 static int fast_item(kl_list_decoder *d) {
   if (d->nheld > 0 || !inject_known(d) || d->data[d->pos] != '{') return 0;
-  kl_obj_opts o = d->opts;
-  o.api_version = d->api_version[0] ? d->api_version : d->opt_api;
-  o.kind = d->item_kind[0] ? d->item_kind : d->opt_kind;
+  kl_obj_opts o = item_opts(d);
   const char *p = d->data + d->pos, *after = NULL;
   kl_obj *obj = NULL;
   /* the window bounds the scratch buffer (sized to it); a bigger item

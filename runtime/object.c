@@ -137,7 +137,6 @@ static int obj_new(const char *json, size_t n, const kl_obj_opts *opts,
                    kl_obj **out, char **err, const char **after,
                    kl_buf *scratch);
 
-
 int kl_obj_new(const char *json, size_t n, const kl_obj_opts *opts,
                kl_obj **out, char **err) {
   return obj_new(json, n, opts, out, err, NULL, NULL);

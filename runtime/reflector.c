@@ -506,22 +506,21 @@ static bool batchable(const wctx *c, const kl_watch_event *ev) {
           ev->type == KL_WATCH_DELETED);
 }
 
-/* Decodes every complete event of one network read first, then hands them
- * to the sink: runs of plain ADDED/MODIFIED/DELETED events go in one
- * push_batch call (the queue's consumer wakes once per read instead of
- * once per event, and the lock is taken once), anything else through
- * on_event. Order and outcome are unchanged: events before a decoding
- * error are still applied, then the error ends the watch. */
-/* Hands the gathered batchable events to the sink, in order. */
+/* Hands the gathered batchable events to the sink, in order, in one
+ * push_batch call (the queue's consumer wakes once, the lock is taken
+ * once). */
 static void flush_pending(wctx *c) {
   if (c->npend && !stopping(c->r)) deliver_batch(c, c->pend, c->npend);
   for (size_t i = 0; i < c->npend; i++) kl_watch_event_clear(&c->pend[i]);
   c->npend = 0;
 }
 
-/* One push per read round instead of one per HTTP chunk: a real API
+/* Plain ADDED/MODIFIED/DELETED events are gathered and pushed once per
+ * read round (watch_on_flush) instead of once per HTTP chunk: a real API
  * server sends each watch event as its own chunk, and waking the
- * informer's processor once per event costs more than the event. */
+ * informer's processor once per event costs more than the event. Anything
+ * else goes through on_event after what came before it. Events before a
+ * decoding error are still applied, then the error ends the watch. */
 static int watch_on_data(const char *p, size_t n, void *ud) {
   wctx *c = ud;
   kl_watch_decoder_feed(c->dec, p, n);
