@@ -274,6 +274,28 @@ TEST(release_on_stop_hands_over_at_once) {
   kl_leader_free(a);
 }
 
+/* A renewal that the stop cut short can still land in the server: the
+ * elector's copy of the lease is then a version behind and its release
+ * PUT gets a 409. It must read the lease again and release it, not leave
+ * the standby to wait out the whole lease. Here the landed renewal is a
+ * write with our holder made behind the elector's back, between two
+ * renewals 10 s apart. */
+TEST(release_after_a_conflict_reads_the_lease_again) {
+  cb ca = {0};
+  kl_leader *a = elector("relc", "cand-a", &ca, 120, 60, 10, false);
+  CHECK(WAIT_FOR(kl_leader_is_leader(a), 30));
+  CHECK_EQ_INT(put_lease("relc", "cand-a", 120), 200); /* a newer version */
+  kl_leader_stop(a);
+  CHECK_EQ_INT(atomic_load(&ca.stopped), 1);
+  char *h = lease_field("relc", "holderIdentity");
+  CHECK_EQ_STR(h, "");
+  free(h);
+  char *d = lease_field("relc", "leaseDurationSeconds");
+  CHECK_EQ_STR(d, "1");
+  free(d);
+  kl_leader_free(a);
+}
+
 TEST(lease_taken_by_another_holder_stops_the_leader) {
   cb ca = {0};
   kl_leader *a = elector("steal", "cand-a", &ca, 2, 1.5, 0.25, false);
@@ -450,6 +472,7 @@ int main(void) {
   RUN(exactly_one_of_two_leads);
   RUN(dead_leader_is_replaced_after_the_lease_expires);
   RUN(release_on_stop_hands_over_at_once);
+  RUN(release_after_a_conflict_reads_the_lease_again);
   RUN(lease_taken_by_another_holder_stops_the_leader);
   RUN(conflict_is_a_lost_race);
   RUN(renewals_failing_past_the_deadline_stop_the_leader);
